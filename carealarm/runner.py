@@ -1,0 +1,199 @@
+"""Run the components — every one in one process (``carealarm run``) or one alone — until a signal."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+
+import uvicorn
+
+from central.app import CentralContext, create_app
+from central.feed import Broadcaster
+from gateway.service import Gateway
+from monitor.service import Monitor
+from storage.db import make_engine, make_session_factory, upgrade
+from storage.registry import device_password_hashes
+
+from .broker import SERVICE_USER, BrokerError, EmbeddedBroker, service_password
+from .mqtt import HINT_ALERTS, HINT_EVENTS, Hints, MqttConfig
+from .settings import Settings
+
+__all__ = ["ALL_COMPONENTS", "RunOptions", "run"]
+
+log = logging.getLogger("carealarm")
+
+ALL_COMPONENTS = frozenset({"gateway", "monitor", "central"})
+
+
+@dataclass
+class RunOptions:
+    components: frozenset[str] = ALL_COMPONENTS
+    embedded_broker: bool = False  # start Mosquitto as a child when no broker URL is configured
+    demo: bool = False  # seed demo data if the database is empty
+    simulate: bool = False  # run the simulated fleet in this process
+    alarm_every_s: float = 60.0
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: this process stops all components together."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+async def run(settings: Settings, options: RunOptions) -> None:
+    """Start the chosen components, block until SIGINT/SIGTERM, then stop them in reverse order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    db_url = settings.effective_database_url
+    await asyncio.to_thread(upgrade, db_url)
+    engine = make_engine(db_url)
+    sessions = make_session_factory(engine)
+
+    if options.demo:
+        if settings.env == "production":
+            raise SystemExit("refusing to seed demo users and devices in production")
+        from .demo import seed_demo
+
+        with sessions.begin() as session:
+            seed_demo(session, settings.data_dir / "fleet.json", _now_ms())
+
+    broker: EmbeddedBroker | None = None
+    if settings.mqtt_url:
+        mqtt = MqttConfig.from_url(settings.mqtt_url)
+    elif options.embedded_broker:
+        broker = EmbeddedBroker(settings.broker_dir, settings.embedded_mqtt_port)
+        with sessions() as session:
+            hashes = device_password_hashes(session)
+        try:
+            broker.start(hashes)
+        except BrokerError as exc:
+            raise SystemExit(f"carealarm: {exc}") from None
+        mqtt = MqttConfig.from_url(broker.url)
+    else:
+        # A component started alone joins the embedded broker that `carealarm run` (or `carealarm broker`)
+        # started with the same data directory.
+        mqtt = MqttConfig(
+            "127.0.0.1", settings.embedded_mqtt_port, SERVICE_USER, service_password(settings.broker_dir)
+        )
+
+    hints = Hints(mqtt, f"carealarm-hints-{uuid.uuid4().hex[:10]}")
+    tasks: list[asyncio.Task[None]] = []
+    gateway: Gateway | None = None
+    server: _Server | None = None
+    metrics_sources = []
+    if "gateway" in options.components:
+        gateway = Gateway(mqtt=mqtt, sessions=sessions, name=settings.gateway_name)
+        metrics_sources.append(gateway.metrics.render)
+        await asyncio.to_thread(gateway.start)
+    if "monitor" in options.components:
+        monitor = Monitor(
+            sessions=sessions,
+            notify_alerts=lambda: hints.publish(HINT_ALERTS),
+            poll_interval_s=settings.poll_interval_s,
+        )
+        hints.on(HINT_EVENTS, monitor.wake)
+        tasks.append(asyncio.create_task(monitor.run(stop), name="monitor"))
+    if "central" in options.components:
+        broadcaster = Broadcaster(sessions, poll_interval_s=settings.poll_interval_s)
+        hints.on(HINT_ALERTS, broadcaster.wake)
+        ctx = CentralContext(
+            sessions=sessions,
+            broadcaster=broadcaster,
+            # The console that acted sees its own change at once; other processes hear the hint.
+            notify_alerts=_both(broadcaster.wake, lambda: hints.publish(HINT_ALERTS)),
+            session_hours=settings.session_hours,
+            secure_cookies=settings.env == "production",
+            metrics_sources=metrics_sources,
+        )
+        config = uvicorn.Config(
+            create_app(ctx),
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level="warning",
+            ws_ping_interval=20,
+            ws_ping_timeout=20,
+        )
+        server = _Server(config)
+        central_task = asyncio.create_task(server.serve(), name="central")
+        tasks.append(central_task)
+    hints.start()
+    if options.simulate:
+        from devices.simulator.fleet import load_fleet, run_fleet
+
+        fleet = load_fleet(settings.data_dir / "fleet.json")
+        device_broker = MqttConfig(mqtt.host, mqtt.port, tls=mqtt.tls)
+        tasks.append(
+            asyncio.create_task(
+                _discard(run_fleet(fleet, device_broker, stop, alarm_every_s=options.alarm_every_s)),
+                name="simulator",
+            )
+        )
+
+    if server is not None:
+        while not server.started and not central_task.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            print(f"carealarm: console at http://{settings.http_host}:{settings.http_port}", flush=True)
+    print(
+        f"carealarm: running {', '.join(sorted(options.components))}"
+        f"{' with the embedded broker on 127.0.0.1:' + str(mqtt.port) if broker else ''}"
+        f"{' and a simulated fleet' if options.simulate else ''}; Ctrl+C stops",
+        flush=True,
+    )
+
+    done_early = asyncio.create_task(_first_failure(tasks))
+    await asyncio.wait({asyncio.create_task(stop.wait()), done_early}, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    log.info("stopping")
+    if server is not None:
+        server.should_exit = True
+    await asyncio.wait(tasks, timeout=10)
+    if gateway is not None:
+        await asyncio.to_thread(gateway.stop)
+    hints.stop()
+    if broker is not None:
+        broker.stop()
+    engine.dispose()
+    if done_early.done() and done_early.result():
+        raise SystemExit(f"carealarm: {done_early.result()}")
+
+
+def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:
+    def call() -> None:
+        first()
+        second()
+
+    return call
+
+
+async def _discard(coro: Awaitable[object]) -> None:
+    await coro
+
+
+async def _first_failure(tasks: list[asyncio.Task[None]]) -> str | None:
+    """Return a description of the first component that ends by itself (which is a failure)."""
+    if not tasks:
+        await asyncio.Event().wait()
+    done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for task in done:
+        exc = task.exception()
+        return (
+            f"component {task.get_name()} stopped: {exc!r}" if exc else f"component {task.get_name()} stopped"
+        )
+    return None

@@ -1,0 +1,53 @@
+"""Settings from the environment (``CAREALARM_*``), created by the program's entry points, never at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+_DEV_SECRET = "development-only-secret-change-me"
+
+
+class Settings(BaseSettings):
+    """Everything configurable; the defaults are the embedded development set-up."""
+
+    model_config = SettingsConfigDict(env_prefix="CAREALARM_", extra="ignore")
+
+    env: Literal["development", "production"] = "development"
+    data_dir: Path = Path("var")
+    # Empty means: the embedded SQLite file ``<data_dir>/carealarm.sqlite3``.
+    database_url: str = ""
+    # Empty means: start the embedded Mosquitto on ``embedded_mqtt_port``.
+    mqtt_url: str = ""
+    # 1883 is usually taken by a system broker; the embedded one keeps clear of it.
+    embedded_mqtt_port: int = 11883
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    secret_key: str = _DEV_SECRET
+    gateway_name: str = "gw1"
+    # How long the console's session cookie lives: one long night shift plus a margin.
+    session_hours: float = 14.0
+    # Fallback poll when no change hint arrives over MQTT (hints normally wake components at once).
+    poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _no_default_secrets_in_production(self) -> Settings:
+        if self.env == "production":
+            if self.secret_key == _DEV_SECRET or len(self.secret_key) < 32:
+                raise ValueError("CAREALARM_SECRET_KEY must be set to 32+ random characters in production")
+            if not self.database_url or not self.mqtt_url:
+                raise ValueError("production needs CAREALARM_DATABASE_URL and CAREALARM_MQTT_URL")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'carealarm.sqlite3').resolve()}"
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.data_dir / "broker"

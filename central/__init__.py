@@ -1,0 +1,1 @@
+"""Central: the care-station API, the live console and (later) video-call signalling."""

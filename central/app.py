@@ -1,0 +1,70 @@
+"""The care-station web application: built by :func:`create_app`, nothing at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.responses import FileResponse
+from fastapi.staticfiles import StaticFiles
+
+from storage.db import SessionFactory
+
+from .auth import FailureLimiter
+from .feed import Broadcaster
+from .routes import router
+
+__all__ = ["CentralContext", "create_app"]
+
+_STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class CentralContext:
+    """What the routes need, handed down through ``app.state.ctx``."""
+
+    sessions: SessionFactory
+    broadcaster: Broadcaster
+    notify_alerts: Callable[[], None]
+    session_hours: float = 14.0
+    secure_cookies: bool = False
+    limiter: FailureLimiter = field(default_factory=FailureLimiter)
+    metrics_sources: list[Callable[[], str]] = field(default_factory=list)
+    clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+
+
+def create_app(ctx: CentralContext) -> FastAPI:
+    """Build the FastAPI app; its lifespan runs the live feed."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(ctx.broadcaster.run(stop), name="central-feed")
+        try:
+            yield
+        finally:
+            stop.set()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    app = FastAPI(
+        title="carealarm central",
+        summary="Care-station API: alerts, acknowledgement and the live console feed.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.ctx = ctx
+    app.include_router(router)
+    app.mount("/static", StaticFiles(directory=_STATIC), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def console() -> FileResponse:
+        return FileResponse(_STATIC / "index.html", headers={"Cache-Control": "no-store"})
+
+    return app

@@ -1,0 +1,234 @@
+"""The REST API and the live WebSocket; thin: each route checks who asks, then calls the service code."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Annotated, Any
+
+from fastapi import (
+    APIRouter,
+    Cookie,
+    Depends,
+    HTTPException,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+)
+from fastapi.responses import PlainTextResponse
+from pydantic import BaseModel, Field
+from sqlalchemy import text
+
+from monitor.alerts import OUTCOMES, Action, IllegalTransition
+from monitor.store import AlertConflict, AlertNotFound, apply_action
+
+from .auth import COOKIE_NAME, SignedInUser, create_session, end_session, user_for_token, verify_password
+from .views import active_alert_views, alert_views
+
+__all__ = ["router"]
+
+router = APIRouter()
+
+# Roles that may answer alerts on the console.
+_CONSOLE_ROLES = frozenset({"care_nurse", "supervisor", "admin"})
+# The server pings every console this often, so a dead connection is noticed on both sides.
+_PING_S = 15.0
+
+
+def _ctx(request: Request) -> Any:
+    return request.app.state.ctx
+
+
+def current_user(
+    request: Request, token: Annotated[str | None, Cookie(alias=COOKIE_NAME)] = None
+) -> SignedInUser:
+    ctx = _ctx(request)
+    if token:
+        with ctx.sessions() as session:
+            user = user_for_token(session, token, ctx.clock_ms())
+        if user is not None:
+            return user
+    raise HTTPException(status_code=401, detail="not signed in")
+
+
+def console_user(user: Annotated[SignedInUser, Depends(current_user)]) -> SignedInUser:
+    if user.role not in _CONSOLE_ROLES:
+        raise HTTPException(status_code=403, detail=f"the role {user.role} may not answer alerts")
+    return user
+
+
+CurrentUser = Annotated[SignedInUser, Depends(current_user)]
+ConsoleUser = Annotated[SignedInUser, Depends(console_user)]
+
+
+class Credentials(BaseModel):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=256)
+
+
+class Me(BaseModel):
+    id: int
+    username: str
+    display_name: str
+    role: str
+
+
+class ResolveRequest(BaseModel):
+    outcome: str = Field(description=f"one of {sorted(OUTCOMES)}")
+
+
+@router.post("/api/session", response_model=Me, tags=["session"])
+def sign_in(body: Credentials, request: Request, response: Response) -> Me:
+    """Sign in; sets an HttpOnly session cookie."""
+    ctx = _ctx(request)
+    if ctx.limiter.blocked(body.username):
+        raise HTTPException(status_code=429, detail="too many failed sign-ins; wait five minutes")
+    with ctx.sessions.begin() as session:
+        user = verify_password(session, body.username, body.password)
+        if user is None:
+            ctx.limiter.fail(body.username)
+            raise HTTPException(status_code=401, detail="unknown user name or wrong password")
+        token = create_session(session, user.id, ctx.clock_ms(), ctx.session_hours)
+    ctx.limiter.succeed(body.username)
+    response.set_cookie(
+        COOKIE_NAME,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=ctx.secure_cookies,
+        max_age=int(ctx.session_hours * 3600),
+        path="/",
+    )
+    return Me(id=user.id, username=user.username, display_name=user.display_name, role=user.role)
+
+
+@router.delete("/api/session", status_code=204, tags=["session"])
+def sign_out(request: Request, token: Annotated[str | None, Cookie(alias=COOKIE_NAME)] = None) -> Response:
+    """Sign out and forget the session."""
+    if token:
+        with _ctx(request).sessions.begin() as session:
+            end_session(session, token)
+    response = Response(status_code=204)
+    response.delete_cookie(COOKIE_NAME, path="/")
+    return response
+
+
+@router.get("/api/me", response_model=Me, tags=["session"])
+def me(user: CurrentUser) -> Me:
+    """Who is signed in."""
+    return Me(id=user.id, username=user.username, display_name=user.display_name, role=user.role)
+
+
+@router.get("/api/alerts", tags=["alerts"])
+def list_alerts(request: Request, _user: ConsoleUser) -> list[dict[str, Any]]:
+    """Every alert not yet resolved, most urgent and oldest first."""
+    with _ctx(request).sessions() as session:
+        return active_alert_views(session)
+
+
+def _act(
+    request: Request, user: SignedInUser, alert_id: int, action: Action, outcome: str | None
+) -> dict[str, Any]:
+    ctx = _ctx(request)
+    try:
+        with ctx.sessions.begin() as session:
+            apply_action(
+                session,
+                alert_id=alert_id,
+                action=action,
+                actor_id=user.id,
+                now_ms=ctx.clock_ms(),
+                outcome=outcome,
+            )
+    except AlertNotFound:
+        raise HTTPException(status_code=404, detail=f"no alert {alert_id}") from None
+    except IllegalTransition as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    except AlertConflict as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    ctx.notify_alerts()
+    with ctx.sessions() as session:
+        return alert_views(session, [alert_id])[0]
+
+
+@router.post("/api/alerts/{alert_id}/acknowledge", tags=["alerts"])
+def acknowledge(alert_id: int, request: Request, user: ConsoleUser) -> dict[str, Any]:
+    """Take an alert: it leaves the open queue and shows who is on it."""
+    return _act(request, user, alert_id, Action.ACKNOWLEDGE, None)
+
+
+@router.post("/api/alerts/{alert_id}/resolve", tags=["alerts"])
+def resolve(alert_id: int, body: ResolveRequest, request: Request, user: ConsoleUser) -> dict[str, Any]:
+    """Close an alert with its outcome."""
+    if body.outcome not in OUTCOMES:
+        raise HTTPException(status_code=422, detail=f"outcome must be one of {sorted(OUTCOMES)}")
+    return _act(request, user, alert_id, Action.RESOLVE, body.outcome)
+
+
+@router.get("/healthz", tags=["operations"])
+def health(request: Request) -> dict[str, str]:
+    """Liveness and database reachability."""
+    try:
+        with _ctx(request).sessions() as session:
+            session.execute(text("SELECT 1"))
+    except Exception as exc:
+        raise HTTPException(
+            status_code=503, detail=f"database unavailable ({exc.__class__.__name__})"
+        ) from None
+    return {"status": "ok"}
+
+
+@router.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
+def metrics(request: Request) -> str:
+    """Prometheus metrics of the components running in this process."""
+    return "".join(source() for source in _ctx(request).metrics_sources)
+
+
+@router.websocket("/api/live")
+async def live(websocket: WebSocket) -> None:
+    """The console's live feed: a snapshot of active alerts, then every change as it happens."""
+    ctx = websocket.app.state.ctx
+    token = websocket.cookies.get(COOKIE_NAME)
+    user = None
+    if token:
+        user = await asyncio.to_thread(_user_for, ctx, token)
+    if user is None or user.role not in _CONSOLE_ROLES:
+        await websocket.close(code=4401, reason="not signed in")
+        return
+    await websocket.accept()
+    queue = ctx.broadcaster.subscribe()
+    try:
+        # Subscribe first, then read the snapshot: a change in between arrives twice, never zero times,
+        # and the console keeps the higher version of each alert.
+        await _send_snapshot(websocket, ctx)
+        while True:
+            try:
+                message = await asyncio.wait_for(queue.get(), timeout=_PING_S)
+            except TimeoutError:
+                await websocket.send_json({"type": "ping", "server_ms": ctx.clock_ms()})
+                continue
+            if message["type"] == "resync":
+                await _send_snapshot(websocket, ctx)
+            else:
+                await websocket.send_json(message)
+    except WebSocketDisconnect:
+        pass
+    finally:
+        ctx.broadcaster.unsubscribe(queue)
+        with contextlib.suppress(Exception):
+            await websocket.close()
+
+
+def _user_for(ctx: Any, token: str) -> SignedInUser | None:
+    with ctx.sessions() as session:
+        return user_for_token(session, token, ctx.clock_ms())
+
+
+async def _send_snapshot(websocket: WebSocket, ctx: Any) -> None:
+    def read() -> list[dict[str, Any]]:
+        with ctx.sessions() as session:
+            return active_alert_views(session)
+
+    alerts = await asyncio.to_thread(read)
+    await websocket.send_json({"type": "snapshot", "server_ms": ctx.clock_ms(), "alerts": alerts})

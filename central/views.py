@@ -1,0 +1,66 @@
+"""What the console shows of an alert: one dict per alert, joined with its client, device and people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased
+
+from storage.models import Alert, Client, Device, User
+
+__all__ = ["active_alert_views", "alert_views"]
+
+
+def alert_views(session: Session, alert_ids: list[int]) -> list[dict[str, Any]]:
+    return _views(session, Alert.id.in_(alert_ids))
+
+
+def active_alert_views(session: Session) -> list[dict[str, Any]]:
+    """Every alert not yet resolved, most urgent and oldest first."""
+    return _views(session, Alert.state != "resolved")
+
+
+def _views(session: Session, condition: Any) -> list[dict[str, Any]]:
+    acker = aliased(User)
+    rows = session.execute(
+        select(Alert, Client, Device, acker)
+        .join(Client, Client.id == Alert.client_id)
+        .outerjoin(Device, Device.id == Alert.device_id)
+        .outerjoin(acker, acker.id == Alert.acknowledged_by)
+        .where(condition)
+        .order_by(Alert.priority, Alert.opened_ms, Alert.id)
+    ).all()
+    return [
+        {
+            "id": alert.id,
+            "kind": alert.kind,
+            "priority": alert.priority,
+            "state": alert.state,
+            "detail": alert.detail,
+            "count": alert.count,
+            "version": alert.version,
+            "opened_ms": alert.opened_ms,
+            "last_event_ms": alert.last_event_ms,
+            "acknowledged_ms": alert.acknowledged_ms,
+            "acknowledged_by": acked.display_name if acked else None,
+            "resolved_ms": alert.resolved_ms,
+            "outcome": alert.outcome,
+            "client": {
+                "id": client.id,
+                "name": client.name,
+                "address": client.address,
+                "district": client.district,
+            },
+            "device": {
+                "id": device.id,
+                "label": device.label,
+                "kind": device.kind,
+                "online": device.online,
+                "battery": device.battery,
+            }
+            if device
+            else None,
+        }
+        for alert, client, device, acked in rows
+    ]

@@ -1,0 +1,1 @@
+"""Devices at the client's home: the simulated fleet (and, later, the video endpoint)."""

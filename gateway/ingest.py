@@ -1,0 +1,108 @@
+"""The gateway's pure core: sort a batch of received messages into what to store, track and refuse."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from protocol.v1 import (
+    Alarm,
+    DeviceMessage,
+    DoseEvent,
+    Heartbeat,
+    ProtocolError,
+    Status,
+    decode,
+    device_id_from_topic,
+)
+
+__all__ = ["Inbound", "Plan", "Reject", "plan_batch", "priority_of"]
+
+# Lower runs first: an alarm is never queued behind heartbeats (protocol v1, "alarms first").
+_PRIORITY = {"alarm": 0, "dose": 1, "status": 2, "heartbeat": 3}
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    """One message as it came off the broker, before it is parsed."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    inbound: Inbound
+    device_id: str | None
+    msg_id: str | None
+    reason: str
+    detail: str
+
+
+@dataclass
+class Plan:
+    events: list[tuple[Inbound, Alarm | DoseEvent]] = field(default_factory=list)
+    liveness: list[tuple[Inbound, Heartbeat | Status]] = field(default_factory=list)
+    rejects: list[Reject] = field(default_factory=list)
+    # Copies of an event already in this batch: acked like the first, stored once.
+    repeats: list[tuple[Inbound, Alarm | DoseEvent]] = field(default_factory=list)
+
+
+def priority_of(topic: str) -> int:
+    """Return the queue priority of a topic (unknown kinds last)."""
+    return _PRIORITY.get(topic.rsplit("/", 1)[-1], 9)
+
+
+def plan_batch(batch: Iterable[Inbound], is_known: Callable[[str], bool]) -> Plan:
+    """Decode every message of a batch and decide its fate; never raises for bad input."""
+    plan = Plan()
+    seen: set[tuple[str, str]] = set()
+    for inbound in batch:
+        try:
+            message: DeviceMessage = decode(inbound.topic, inbound.payload)
+        except ProtocolError as exc:
+            plan.rejects.append(
+                Reject(
+                    inbound,
+                    device_id_from_topic(inbound.topic),
+                    _peek_msg_id(inbound.payload),
+                    exc.reason,
+                    exc.detail,
+                )
+            )
+            continue
+        if not is_known(message.device_id):
+            plan.rejects.append(
+                Reject(
+                    inbound,
+                    message.device_id,
+                    getattr(message, "msg_id", None),
+                    "unknown_device",
+                    "device is not registered",
+                )
+            )
+            continue
+        if isinstance(message, Heartbeat | Status):
+            plan.liveness.append((inbound, message))
+            continue
+        key = (message.device_id, message.msg_id)
+        if key in seen:
+            plan.repeats.append((inbound, message))
+        else:
+            seen.add(key)
+            plan.events.append((inbound, message))
+    return plan
+
+
+def _peek_msg_id(payload: bytes) -> str | None:
+    """Best effort: the msg_id of an otherwise invalid message, so the device can be told which one."""
+    try:
+        body = json.loads(payload[:4096])
+    except (ValueError, RecursionError):
+        return None
+    value = body.get("msg_id") if isinstance(body, dict) else None
+    return value if isinstance(value, str) and 0 < len(value) <= 64 else None

@@ -1,0 +1,94 @@
+"""The gateway's database adapter: one transaction per batch, idempotent on (device, msg_id)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import Boolean, Integer, bindparam, func, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from protocol.v1 import Alarm, DoseEvent
+from storage.models import DeadLetter, Device, DeviceEvent
+
+from .ingest import Plan
+
+__all__ = ["LivenessUpdate", "known_device_ids", "store_plan"]
+
+LivenessUpdate = dict[str, Any]  # {"device_id", "last_seen_ms", "online", "battery"}
+
+
+def known_device_ids(session: Session) -> set[str]:
+    return set(session.scalars(select(Device.id)))
+
+
+def store_plan(session: Session, plan: Plan, liveness: list[LivenessUpdate]) -> set[tuple[str, str]]:
+    """Write a batch's events, dead letters and liveness; return the (device, msg_id) pairs newly stored.
+
+    The caller commits; nothing is acknowledged before that commit.
+    """
+    inserted: set[tuple[str, str]] = set()
+    if plan.events:
+        rows = [
+            {
+                "device_id": msg.device_id,
+                "msg_id": msg.msg_id,
+                "kind": msg.kind,
+                "device_ts_ms": msg.ts,
+                "received_ms": inbound.received_ms,
+                "payload": json.dumps(_payload(msg), separators=(",", ":")),
+            }
+            for inbound, msg in plan.events
+        ]
+        insert_fn = postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        stmt = (
+            insert_fn(DeviceEvent)
+            .on_conflict_do_nothing(index_elements=["device_id", "msg_id"])
+            .returning(DeviceEvent.device_id, DeviceEvent.msg_id)
+        )
+        inserted = {(d, m) for d, m in session.execute(stmt, rows)}
+    if plan.rejects:
+        session.execute(
+            insert(DeadLetter),
+            [
+                {
+                    "received_ms": r.inbound.received_ms,
+                    "topic": r.inbound.topic[:300],
+                    "device_id": r.device_id,
+                    "reason": r.reason,
+                    "detail": r.detail[:500],
+                    "payload": r.inbound.payload,
+                }
+                for r in plan.rejects
+            ],
+        )
+    if liveness:
+        session.execute(
+            # Core table, not the ORM entity: an executemany UPDATE with our own WHERE clause.
+            update(Device.__table__)
+            .where(Device.__table__.c.id == bindparam("b_id"))
+            .values(
+                last_seen_ms=bindparam("b_seen"),
+                # A status message carries no battery, a heartbeat no online flag: keep what is known.
+                online=func.coalesce(bindparam("b_online", type_=Boolean), Device.__table__.c.online),
+                battery=func.coalesce(bindparam("b_battery", type_=Integer), Device.__table__.c.battery),
+            ),
+            [
+                {
+                    "b_id": u["device_id"],
+                    "b_seen": u["last_seen_ms"],
+                    "b_online": u["online"],
+                    "b_battery": u["battery"],
+                }
+                for u in liveness
+            ],
+        )
+    return inserted
+
+
+def _payload(msg: Alarm | DoseEvent) -> dict[str, Any]:
+    body = asdict(msg)
+    del body["device_id"]
+    return {k: v for k, v in body.items() if v is not None}

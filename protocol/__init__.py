@@ -1,0 +1,1 @@
+"""The device protocol: topics and payloads shared by the gateway, the monitor and the devices."""
