@@ -76,8 +76,13 @@ class EmbeddedBroker:
             d / "acl",
             f"# written by carealarm; edits are overwritten at the next start\n"
             f"user {SERVICE_USER}\ntopic readwrite carealarm/#\n\n"
-            "# a device may only use its own topics\n"
-            "pattern readwrite carealarm/v1/devices/%u/#\n",
+            "# a device may only use its own topics: it writes its reports and reads what the service sends\n"
+            "pattern write carealarm/v1/devices/%u/heartbeat\n"
+            "pattern write carealarm/v1/devices/%u/alarm\n"
+            "pattern write carealarm/v1/devices/%u/dose\n"
+            "pattern readwrite carealarm/v1/devices/%u/status\n"
+            "pattern read carealarm/v1/devices/%u/ack\n"
+            "pattern read carealarm/v1/devices/%u/cmd\n",
         )
         conf = d / "mosquitto.conf"
         conf.write_text(
@@ -146,7 +151,7 @@ class EmbeddedBroker:
 
 
 def _die_with_parent() -> None:
-    """In the child: ask Linux to stop the broker if carealarm dies, even by kill -9 (no orphan on the port)."""
+    """In the child: have Linux stop the broker if carealarm dies, even by kill -9 (no orphan on the port)."""
     try:
         import ctypes
 

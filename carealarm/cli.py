@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         options = RunOptions(
             components=ALL_COMPONENTS,
             embedded_broker=True,
+            migrate=True,
             demo=args.demo,
             simulate=args.simulate,
             alarm_every_s=args.alarm_every,

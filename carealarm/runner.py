@@ -17,7 +17,7 @@ from central.app import CentralContext, create_app
 from central.feed import Broadcaster
 from gateway.service import Gateway
 from monitor.service import Monitor
-from storage.db import make_engine, make_session_factory, upgrade
+from storage.db import make_engine, make_session_factory, schema_revision, upgrade
 from storage.registry import device_password_hashes
 
 from .broker import SERVICE_USER, BrokerError, EmbeddedBroker, service_password
@@ -35,6 +35,7 @@ ALL_COMPONENTS = frozenset({"gateway", "monitor", "central"})
 class RunOptions:
     components: frozenset[str] = ALL_COMPONENTS
     embedded_broker: bool = False  # start Mosquitto as a child when no broker URL is configured
+    migrate: bool = False  # bring the schema up to date first (`run`; in production `carealarm db upgrade`)
     demo: bool = False  # seed demo data if the database is empty
     simulate: bool = False  # run the simulated fleet in this process
     alarm_every_s: float = 60.0
@@ -61,7 +62,15 @@ async def run(settings: Settings, options: RunOptions) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     db_url = settings.effective_database_url
-    await asyncio.to_thread(upgrade, db_url)
+    if options.migrate:
+        await asyncio.to_thread(upgrade, db_url)
+    else:
+        current, head = await asyncio.to_thread(schema_revision, db_url)
+        if current != head:
+            raise SystemExit(
+                f"carealarm: the database schema is at {current or 'nothing'}, this version needs {head}: "
+                "run `carealarm db upgrade` first"
+            )
     engine = make_engine(db_url)
     sessions = make_session_factory(engine)
 
@@ -158,20 +167,25 @@ async def run(settings: Settings, options: RunOptions) -> None:
     )
 
     done_early = asyncio.create_task(_first_failure(tasks))
-    await asyncio.wait({asyncio.create_task(stop.wait()), done_early}, return_when=asyncio.FIRST_COMPLETED)
+    stop_wait = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({stop_wait, done_early}, return_when=asyncio.FIRST_COMPLETED)
+    # A component that ends before we were asked to stop has failed; after the stop, ending is the point.
+    failure = done_early.result() if done_early in done else None
+    done_early.cancel()
     stop.set()
     log.info("stopping")
     if server is not None:
         server.should_exit = True
-    await asyncio.wait(tasks, timeout=10)
+    if tasks:
+        await asyncio.wait(tasks, timeout=10)
     if gateway is not None:
         await asyncio.to_thread(gateway.stop)
     hints.stop()
     if broker is not None:
         broker.stop()
     engine.dispose()
-    if done_early.done() and done_early.result():
-        raise SystemExit(f"carealarm: {done_early.result()}")
+    if failure:
+        raise SystemExit(f"carealarm: {failure}")
 
 
 def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:

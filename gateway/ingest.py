@@ -15,6 +15,7 @@ from protocol.v1 import (
     Status,
     decode,
     device_id_from_topic,
+    is_valid_id,
 )
 
 __all__ = ["Inbound", "Plan", "Reject", "plan_batch", "priority_of"]
@@ -32,6 +33,8 @@ class Inbound:
     mid: int
     qos: int
     received_ms: int
+    # A retained message is the broker's memory (replayed at every subscribe), not a sign of life now.
+    retain: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,4 +108,5 @@ def _peek_msg_id(payload: bytes) -> str | None:
     except (ValueError, RecursionError):
         return None
     value = body.get("msg_id") if isinstance(body, dict) else None
-    return value if isinstance(value, str) and 0 < len(value) <= 64 else None
+    # Only a well-formed id is echoed: the device must be able to read the rejection it gets.
+    return value if is_valid_id(value) else None

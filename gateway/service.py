@@ -23,7 +23,7 @@ import paho.mqtt.client as paho
 from sqlalchemy.exc import SQLAlchemyError
 
 from carealarm.mqtt import HINT_EVENTS, MqttConfig, make_client
-from protocol.v1 import Ack, Heartbeat, ack_topic, encode_ack
+from protocol.v1 import Ack, Heartbeat, Status, ack_topic, encode_ack
 from storage.db import SessionFactory
 
 from .ingest import Inbound, Plan, plan_batch, priority_of
@@ -57,6 +57,7 @@ class Gateway:
         name: str = "gw1",
         share_group: str | None = None,
         metrics: Metrics | None = None,
+        liveness_flush_s: float = _LIVENESS_FLUSH_S,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
         self._mqtt = mqtt
@@ -65,6 +66,7 @@ class Gateway:
         self._share_group = share_group
         self.metrics = metrics or Metrics()
         self._clock_ms = clock_ms
+        self._liveness_flush_s = liveness_flush_s
         self._queue: queue.PriorityQueue[tuple[int, int, Inbound]] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._stop = threading.Event()
@@ -99,9 +101,9 @@ class Gateway:
         self._client.loop_start()
 
     def stop(self) -> None:
+        self._stop.set()
         self._client.disconnect()
         self._client.loop_stop()
-        self._stop.set()
         if self._writer is not None:
             self._writer.join(timeout=10)
 
@@ -123,7 +125,7 @@ class Gateway:
             log.warning("gateway %s lost the broker (%s); paho reconnects with backoff", self._name, reason)
 
     def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        inbound = Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._clock_ms())
+        inbound = Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._clock_ms(), bool(msg.retain))
         self._queue.put((priority_of(msg.topic), next(self._seq), inbound))
 
     # -- writer thread -----------------------------------------------------------------------------
@@ -132,7 +134,7 @@ class Gateway:
             batch = self._take_batch()
             if batch:
                 self._handle(batch)
-            if time.monotonic() - self._last_flush >= _LIVENESS_FLUSH_S:
+            if time.monotonic() - self._last_flush >= self._liveness_flush_s:
                 self._flush_liveness()
 
     def _take_batch(self) -> list[Inbound]:
@@ -152,8 +154,8 @@ class Gateway:
         for inbound in batch:
             self.metrics.count_received(inbound.topic.rsplit("/", 1)[-1][:16])
         plan = plan_batch(batch, self._is_known)
-        for _inbound, message in plan.liveness:
-            self._track_liveness(message, _inbound.received_ms)
+        for inbound, message in plan.liveness:
+            self._track_liveness(message, None if inbound.retain else inbound.received_ms)
         if plan.events or plan.rejects:
             inserted = self._commit_with_retry(plan)
         else:
@@ -199,7 +201,7 @@ class Gateway:
                 reject.detail,
             )
             self._client.ack(reject.inbound.mid, reject.inbound.qos)
-            if reject.device_id is not None and reject.msg_id is not None:
+            if reject.device_id is not None:
                 nack = Ack(reject.msg_id, "rejected", reject.reason)
                 self._client.publish(ack_topic(reject.device_id), encode_ack(nack), qos=1)
         if stored_now:
@@ -237,18 +239,20 @@ class Gateway:
             log.warning("gateway: registry lookup failed; treating %r as unknown for now", device_id)
         return device_id in self._known
 
-    def _track_liveness(self, message: object, received_ms: int) -> None:
-        device_id: str = message.device_id  # type: ignore[attr-defined]
+    def _track_liveness(self, message: Heartbeat | Status, received_ms: int | None) -> None:
+        """Remember what a heartbeat or status says; ``received_ms`` None means "not a sign of life now"."""
+        device_id = message.device_id
         current = self._liveness.setdefault(
-            device_id, {"device_id": device_id, "last_seen_ms": received_ms, "online": None, "battery": None}
+            device_id, {"device_id": device_id, "last_seen_ms": None, "online": None, "battery": None}
         )
-        current["last_seen_ms"] = max(current["last_seen_ms"], received_ms)
+        if received_ms is not None:
+            current["last_seen_ms"] = max(current["last_seen_ms"] or 0, received_ms)
         if isinstance(message, Heartbeat):
             current["online"] = True
             if message.battery is not None:
                 current["battery"] = message.battery
         else:
-            current["online"] = message.online  # type: ignore[attr-defined]
+            current["online"] = message.online
 
     def _flush_liveness(self) -> None:
         self._last_flush = time.monotonic()

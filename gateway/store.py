@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from sqlalchemy import Boolean, Integer, bindparam, func, insert, select, update
+from sqlalchemy import BigInteger, Boolean, Integer, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -16,6 +16,8 @@ from storage.models import DeadLetter, Device, DeviceEvent
 from .ingest import Plan
 
 __all__ = ["LivenessUpdate", "known_device_ids", "store_plan"]
+
+_DEVICES: Table = Device.__table__  # type: ignore[assignment]
 
 LivenessUpdate = dict[str, Any]  # {"device_id", "last_seen_ms", "online", "battery"}
 
@@ -67,13 +69,13 @@ def store_plan(session: Session, plan: Plan, liveness: list[LivenessUpdate]) -> 
     if liveness:
         session.execute(
             # Core table, not the ORM entity: an executemany UPDATE with our own WHERE clause.
-            update(Device.__table__)
-            .where(Device.__table__.c.id == bindparam("b_id"))
+            update(_DEVICES)
+            .where(_DEVICES.c.id == bindparam("b_id"))
             .values(
-                last_seen_ms=bindparam("b_seen"),
+                last_seen_ms=func.coalesce(bindparam("b_seen", type_=BigInteger), _DEVICES.c.last_seen_ms),
                 # A status message carries no battery, a heartbeat no online flag: keep what is known.
-                online=func.coalesce(bindparam("b_online", type_=Boolean), Device.__table__.c.online),
-                battery=func.coalesce(bindparam("b_battery", type_=Integer), Device.__table__.c.battery),
+                online=func.coalesce(bindparam("b_online", type_=Boolean), _DEVICES.c.online),
+                battery=func.coalesce(bindparam("b_battery", type_=Integer), _DEVICES.c.battery),
             ),
             [
                 {

@@ -36,6 +36,7 @@ __all__ = [
     "device_id_from_topic",
     "encode",
     "encode_ack",
+    "is_valid_id",
     "topic_for",
 ]
 
@@ -106,9 +107,12 @@ class Status:
 
 @dataclass(frozen=True, slots=True)
 class Ack:
-    """Server to device: the application acknowledgement of one event."""
+    """Server to device: the application acknowledgement of one event.
 
-    msg_id: str
+    ``msg_id`` is None only in a rejection of a payload so broken that its msg_id could not be read.
+    """
+
+    msg_id: str | None
     status: Literal["accepted", "rejected"]
     reason: str | None = None
 
@@ -127,6 +131,11 @@ def ack_topic(device_id: str) -> str:
 
 def command_topic(device_id: str) -> str:
     return topic_for(device_id, "cmd")
+
+
+def is_valid_id(value: object) -> bool:
+    """True for a string that is a valid device id, msg_id or dose_id."""
+    return isinstance(value, str) and _ID_RE.fullmatch(value) is not None
 
 
 def device_id_from_topic(topic: str) -> str | None:
@@ -201,9 +210,8 @@ def decode_ack(payload: bytes) -> Ack:
     status = _str(body, "status", 16)
     if status not in ("accepted", "rejected"):
         raise ProtocolError("bad_value", "status must be accepted or rejected")
-    return Ack(
-        _id(body, "msg_id"), "accepted" if status == "accepted" else "rejected", _opt_str(body, "reason", 200)
-    )
+    msg_id = None if body.get("msg_id") is None and status == "rejected" else _id(body, "msg_id")
+    return Ack(msg_id, "accepted" if status == "accepted" else "rejected", _opt_str(body, "reason", 200))
 
 
 def _json_object(payload: bytes) -> dict[str, Any]:
@@ -220,7 +228,9 @@ def _id(body: dict[str, Any], key: str) -> str:
     value = body.get(key)
     if value is None:
         raise ProtocolError("missing_field", f"{key} is required")
-    if not isinstance(value, str) or not _ID_RE.fullmatch(value):
+    if not isinstance(value, str):
+        raise ProtocolError("bad_type", f"{key} must be a string")
+    if not _ID_RE.fullmatch(value):
         raise ProtocolError("bad_value", f"{key} must be 1-64 characters of A-Z a-z 0-9 _ . : -")
     return value
 

@@ -10,7 +10,15 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["SessionFactory", "is_sqlite", "make_engine", "make_session_factory", "upgrade"]
+__all__ = [
+    "SessionFactory",
+    "downgrade",
+    "is_sqlite",
+    "make_engine",
+    "make_session_factory",
+    "schema_revision",
+    "upgrade",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Let SQLAlchemy's "begin" event below issue BEGIN, instead of pysqlite's own deferred BEGIN.
+            dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             # NORMAL is durable in WAL mode across application crashes; only an OS crash or power loss can
@@ -42,6 +52,14 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _sqlite_begin(conn: Any) -> None:
+            # IMMEDIATE takes the write lock at the start. With a deferred BEGIN, two transactions that read
+            # and then write (acknowledge vs resolve, two monitors) can meet at the write and one fails at
+            # once with "database is locked" (SQLITE_BUSY_SNAPSHOT), which the busy timeout cannot cure.
+            # SQLite has one writer at a time anyway; this makes them queue instead of fail.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     if parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
@@ -56,17 +74,42 @@ def make_session_factory(engine: Engine) -> SessionFactory:
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Bring the database schema up to ``revision`` with Alembic."""
+    _alembic(url, "upgrade", revision)
+
+
+def downgrade(url: str, revision: str) -> None:
+    """Take the database schema back to ``revision`` (``base`` removes every table)."""
+    _alembic(url, "downgrade", revision)
+
+
+def schema_revision(url: str) -> tuple[str | None, str]:
+    """Return (the database's schema revision, the newest revision this code knows)."""
+    from alembic.config import Config
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head() or ""
+    engine = make_engine(url)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision(), head
+    finally:
+        engine.dispose()
+
+
+def _alembic(url: str, direction: str, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
-    cfg.attributes["url"] = url
     engine = make_engine(url)
     try:
         with engine.begin() as conn:
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+            getattr(command, direction)(cfg, revision)
     finally:
         engine.dispose()
-    log.info("database schema is at %s", revision)
+    log.info("database schema %s to %s", "upgraded" if direction == "upgrade" else "downgraded", revision)

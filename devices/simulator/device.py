@@ -160,6 +160,11 @@ class SimDevice:
         except ProtocolError:
             log.warning("device %s: unreadable ack", self.creds.device_id)
             return
+        if ack.msg_id is None:  # a rejection of something too broken to name; we never send such things
+            log.warning(
+                "device %s: the service rejected an unreadable message: %s", self.creds.device_id, ack.reason
+            )
+            return
         with self._lock:
             pending = self._pending.pop(ack.msg_id, None)
         if ack.status == "rejected":

@@ -1,0 +1,42 @@
+# carealarm — the two commands a newcomer types are `make demo` and `make test`; both do all set-up.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test setup system-packages system-packages-demo lint clean
+
+demo: system-packages-demo $(STAMP)
+	@echo ""
+	@echo "  carealarm demo: console at http://127.0.0.1:8000"
+	@echo "  sign in as  nurse / nurse  (care-station nurse; also supervisor / supervisor)"
+	@echo "  a simulated client presses an alarm within seconds; Ctrl+C stops"
+	@echo ""
+	CAREALARM_DATA_DIR=var $(BIN)/carealarm run --demo --simulate --alarm-every 45
+
+test: system-packages $(STAMP) lint
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+setup: system-packages $(STAMP)
+
+system-packages:
+	@tools/system-packages.sh test
+
+system-packages-demo:
+	@tools/system-packages.sh demo
+
+# The virtual environment is rebuilt when pyproject.toml changes.
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "carealarm needs Python 3.11 or newer: set PYTHON=python3.11")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+clean:
+	rm -rf $(VENV) var test-artifacts .pytest_cache .mypy_cache .ruff_cache .hypothesis *.egg-info
