@@ -7,9 +7,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from protocol.v1 import (
-    Alarm,
     DeviceMessage,
-    DoseEvent,
+    EventMessage,
     Heartbeat,
     ProtocolError,
     Status,
@@ -20,8 +19,18 @@ from protocol.v1 import (
 
 __all__ = ["Inbound", "Plan", "Reject", "plan_batch", "priority_of"]
 
-# Lower runs first: an alarm is never queued behind heartbeats (protocol v1, "alarms first").
-_PRIORITY = {"alarm": 0, "dose": 1, "status": 2, "heartbeat": 3}
+# Lower runs first: an alarm is never queued behind heartbeats (protocol v1, "alarms first"). A power
+# fault comes next (the client may be unprotected soon), then the dispenser's care events.
+_PRIORITY = {
+    "alarm": 0,
+    "fault": 1,
+    "dose": 2,
+    "dispenser": 2,
+    "cmdack": 2,
+    "schedule": 3,
+    "status": 4,
+    "heartbeat": 5,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +57,11 @@ class Reject:
 
 @dataclass
 class Plan:
-    events: list[tuple[Inbound, Alarm | DoseEvent]] = field(default_factory=list)
+    events: list[tuple[Inbound, EventMessage]] = field(default_factory=list)
     liveness: list[tuple[Inbound, Heartbeat | Status]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
     # Copies of an event already in this batch: acked like the first, stored once.
-    repeats: list[tuple[Inbound, Alarm | DoseEvent]] = field(default_factory=list)
+    repeats: list[tuple[Inbound, EventMessage]] = field(default_factory=list)
 
 
 def priority_of(topic: str) -> int:

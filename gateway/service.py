@@ -23,7 +23,7 @@ import paho.mqtt.client as paho
 from sqlalchemy.exc import SQLAlchemyError
 
 from carealarm.mqtt import HINT_EVENTS, MqttConfig, make_client
-from protocol.v1 import Ack, Heartbeat, Status, ack_topic, encode_ack
+from protocol.v1 import DEVICE_KINDS, Ack, Heartbeat, Status, ack_topic, encode_ack
 from storage.db import SessionFactory
 
 from .ingest import Inbound, Plan, plan_batch, priority_of
@@ -34,7 +34,7 @@ __all__ = ["DEVICE_TOPICS", "Gateway"]
 
 log = logging.getLogger(__name__)
 
-DEVICE_TOPICS = ("alarm", "dose", "heartbeat", "status")
+DEVICE_TOPICS = DEVICE_KINDS
 # Up to this many messages share one transaction: one commit (one fsync) for many messages is what makes
 # durable ingest fast; alarms still go first because the queue is ordered by priority.
 _MAX_BATCH = 500

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import BigInteger, Boolean, Integer, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from protocol.v1 import Alarm, DoseEvent
+from protocol.v1 import event_body
 from storage.models import DeadLetter, Device, DeviceEvent
 
 from .ingest import Plan
@@ -40,7 +39,7 @@ def store_plan(session: Session, plan: Plan, liveness: list[LivenessUpdate]) -> 
                 "kind": msg.kind,
                 "device_ts_ms": msg.ts,
                 "received_ms": inbound.received_ms,
-                "payload": json.dumps(_payload(msg), separators=(",", ":")),
+                "payload": json.dumps(event_body(msg), separators=(",", ":")),
             }
             for inbound, msg in plan.events
         ]
@@ -88,9 +87,3 @@ def store_plan(session: Session, plan: Plan, liveness: list[LivenessUpdate]) -> 
             ],
         )
     return inserted
-
-
-def _payload(msg: Alarm | DoseEvent) -> dict[str, Any]:
-    body = asdict(msg)
-    del body["device_id"]
-    return {k: v for k, v in body.items() if v is not None}

@@ -13,29 +13,46 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
 __all__ = [
     "ALARM_KINDS",
+    "COMMANDS",
+    "COMMAND_RESULTS",
+    "DEVICE_KINDS",
+    "DISPENSER_EVENTS",
     "DOSE_EVENTS",
     "EVENT_KINDS",
+    "FAULTS",
     "MAX_PAYLOAD_BYTES",
     "TOPIC_ROOT",
     "Ack",
     "Alarm",
+    "AlarmCancel",
+    "Command",
+    "CommandAck",
     "DeviceMessage",
+    "DispenserEvent",
     "DoseEvent",
+    "EventMessage",
+    "Fault",
     "Heartbeat",
     "ProtocolError",
+    "ScheduleReport",
+    "ScheduledDose",
     "Status",
     "ack_topic",
     "command_topic",
     "decode",
     "decode_ack",
+    "decode_command",
     "device_id_from_topic",
     "encode",
     "encode_ack",
+    "encode_command",
+    "event_body",
     "is_valid_id",
     "topic_for",
 ]
@@ -51,8 +68,18 @@ _MAX_TS_MS: Final = 10**15
 
 ALARM_KINDS: Final = frozenset({"button", "pendant", "fall", "smoke", "bed_exit", "door", "other"})
 DOSE_EVENTS: Final = frozenset({"due", "taken", "missed"})
-# Message kinds that are events: stored durably and acknowledged by the application ack.
-EVENT_KINDS: Final = frozenset({"alarm", "dose"})
+DISPENSER_EVENTS: Final = frozenset({"dispense_error", "tamper", "lid_open", "stock_low"})
+FAULTS: Final = frozenset({"power_lost", "power_restored", "battery_low", "hardware", "reboot", "network"})
+COMMAND_RESULTS: Final = frozenset({"done", "failed", "refused"})
+COMMANDS: Final = frozenset({"remind", "set_schedule", "set_heartbeat", "ring"})
+# What a device publishes, by the last topic level.
+DEVICE_KINDS: Final = ("heartbeat", "alarm", "dose", "dispenser", "schedule", "fault", "cmdack", "status")
+# Message kinds that are events: stored durably and acknowledged by the application ack. Heartbeats and
+# status are state, not events: the newest one supersedes the others.
+EVENT_KINDS: Final = frozenset({"alarm", "dose", "dispenser", "schedule", "fault", "cmdack"})
+# A dispenser holds at most this many doses a day (one every hour).
+_MAX_SCHEDULE: Final = 24
+_HHMM: Final = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]")
 
 
 class ProtocolError(ValueError):
@@ -97,6 +124,74 @@ class DoseEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class AlarmCancel:
+    """The client cancelled an alarm within the device's pre-alarm window (``cancels`` = its msg_id)."""
+
+    device_id: str
+    msg_id: str
+    ts: int
+    cancels: str
+    kind: Literal["alarm"] = "alarm"
+
+
+@dataclass(frozen=True, slots=True)
+class DispenserEvent:
+    """A dispenser's own trouble: a dispense error, tampering, an open lid, stock running low."""
+
+    device_id: str
+    msg_id: str
+    ts: int
+    event: str
+    doses_left: int | None = None
+    detail: str | None = None
+    kind: Literal["dispenser"] = "dispenser"
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledDose:
+    dose_id: str
+    at: str  # "HH:MM", the client's local time
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleReport:
+    """The schedule the dispenser holds now (sent at start-up and after every change)."""
+
+    device_id: str
+    msg_id: str
+    ts: int
+    version: int
+    doses: tuple[ScheduledDose, ...]
+    kind: Literal["schedule"] = "schedule"
+
+
+@dataclass(frozen=True, slots=True)
+class Fault:
+    """A device fault or power event."""
+
+    device_id: str
+    msg_id: str
+    ts: int
+    fault: str
+    detail: str | None = None
+    kind: Literal["fault"] = "fault"
+
+
+@dataclass(frozen=True, slots=True)
+class CommandAck:
+    """The device's own answer to a command it received on its ``cmd`` topic."""
+
+    device_id: str
+    msg_id: str
+    ts: int
+    cmd_id: str
+    result: str
+    reason: str | None = None
+    kind: Literal["cmdack"] = "cmdack"
+
+
+@dataclass(frozen=True, slots=True)
 class Status:
     """Retained online/offline state; the broker publishes ``offline`` as the Last Will."""
 
@@ -117,7 +212,37 @@ class Ack:
     reason: str | None = None
 
 
-DeviceMessage = Heartbeat | Alarm | DoseEvent | Status
+@dataclass(frozen=True, slots=True)
+class Command:
+    """Server to device, on the ``cmd`` topic. ``args`` depend on ``command``:
+
+    - ``remind``: ``{"dose_id"}`` — show the dose reminder again;
+    - ``set_schedule``: ``{"version", "doses": [{"dose_id", "at", "label"?}]}``;
+    - ``set_heartbeat``: ``{"interval_s"}``;
+    - ``ring``: ``{"call_id", "caller"}`` — an incoming video call.
+    """
+
+    cmd_id: str
+    ts: int
+    command: str
+    args: tuple[tuple[str, Any], ...]
+
+    def arg(self, name: str) -> Any:
+        return dict(self.args).get(name)
+
+
+DeviceMessage = (
+    Heartbeat
+    | Alarm
+    | AlarmCancel
+    | DoseEvent
+    | DispenserEvent
+    | ScheduleReport
+    | Fault
+    | CommandAck
+    | Status
+)
+EventMessage = Alarm | AlarmCancel | DoseEvent | DispenserEvent | ScheduleReport | Fault | CommandAck
 
 
 def topic_for(device_id: str, kind: str) -> str:
@@ -159,42 +284,147 @@ def decode(topic: str, payload: bytes) -> DeviceMessage:
         if text in ("online", "offline"):
             return Status(device_id, text == "online")
         raise ProtocolError("bad_value", "status must be 'online' or 'offline'")
-    if kind not in ("heartbeat", "alarm", "dose"):
+    if kind not in DEVICE_KINDS:
         raise ProtocolError("unknown_kind", f"unknown message kind {kind[:40]!r}")
     body = _json_object(payload)
     msg_id = _id(body, "msg_id")
     ts = _int(body, "ts", 0, _MAX_TS_MS)
-    if kind == "heartbeat":
-        return Heartbeat(
-            device_id,
-            msg_id,
-            ts,
-            battery=_opt_int(body, "battery", 0, 100),
-            signal=_opt_int(body, "signal", -200, 0),
-            firmware=_opt_str(body, "firmware", 64),
-            interval_s=_opt_int(body, "interval_s", 5, 86_400),
-        )
-    if kind == "alarm":
-        alarm_kind = _opt_str(body, "alarm_kind", 32) or "button"
-        if alarm_kind not in ALARM_KINDS:
-            raise ProtocolError("bad_value", f"alarm_kind must be one of {sorted(ALARM_KINDS)}")
-        return Alarm(device_id, msg_id, ts, alarm_kind)
-    event = _str(body, "event", 16)
-    if event not in DOSE_EVENTS:
-        raise ProtocolError("bad_value", f"event must be one of {sorted(DOSE_EVENTS)}")
+    return _DECODERS[kind](device_id, msg_id, ts, body)
+
+
+def _heartbeat(device_id: str, msg_id: str, ts: int, body: dict[str, Any]) -> Heartbeat:
+    return Heartbeat(
+        device_id,
+        msg_id,
+        ts,
+        battery=_opt_int(body, "battery", 0, 100),
+        signal=_opt_int(body, "signal", -200, 0),
+        firmware=_opt_str(body, "firmware", 64),
+        interval_s=_opt_int(body, "interval_s", 5, 86_400),
+    )
+
+
+def _alarm(device_id: str, msg_id: str, ts: int, body: dict[str, Any]) -> Alarm | AlarmCancel:
+    if body.get("cancels") is not None:
+        return AlarmCancel(device_id, msg_id, ts, _id(body, "cancels"))
+    return Alarm(device_id, msg_id, ts, _choice(body, "alarm_kind", ALARM_KINDS, default="button"))
+
+
+def _dose(device_id: str, msg_id: str, ts: int, body: dict[str, Any]) -> DoseEvent:
+    event = _choice(body, "event", DOSE_EVENTS)
     return DoseEvent(
         device_id, msg_id, ts, event, _id(body, "dose_id"), _opt_int(body, "due_ts", 0, _MAX_TS_MS)
     )
+
+
+def _dispenser(device_id: str, msg_id: str, ts: int, body: dict[str, Any]) -> DispenserEvent:
+    event = _choice(body, "event", DISPENSER_EVENTS)
+    doses_left = _opt_int(body, "doses_left", 0, 10_000)
+    if event == "stock_low" and doses_left is None:
+        raise ProtocolError("missing_field", "doses_left is required for stock_low")
+    return DispenserEvent(device_id, msg_id, ts, event, doses_left, _opt_str(body, "detail", 200))
+
+
+def _schedule(device_id: str, msg_id: str, ts: int, body: dict[str, Any]) -> ScheduleReport:
+    return ScheduleReport(device_id, msg_id, ts, _int(body, "version", 0, 2**31), _doses(body))
+
+
+def _fault(device_id: str, msg_id: str, ts: int, body: dict[str, Any]) -> Fault:
+    return Fault(device_id, msg_id, ts, _choice(body, "fault", FAULTS), _opt_str(body, "detail", 200))
+
+
+def _cmdack(device_id: str, msg_id: str, ts: int, body: dict[str, Any]) -> CommandAck:
+    result = _choice(body, "result", COMMAND_RESULTS)
+    return CommandAck(device_id, msg_id, ts, _id(body, "cmd_id"), result, _opt_str(body, "reason", 200))
+
+
+_DECODERS: Final[dict[str, Callable[[str, str, int, dict[str, Any]], DeviceMessage]]] = {
+    "heartbeat": _heartbeat,
+    "alarm": _alarm,
+    "dose": _dose,
+    "dispenser": _dispenser,
+    "schedule": _schedule,
+    "fault": _fault,
+    "cmdack": _cmdack,
+}
+
+
+def _doses(body: dict[str, Any]) -> tuple[ScheduledDose, ...]:
+    raw = body.get("doses")
+    if raw is None:
+        raise ProtocolError("missing_field", "doses is required")
+    if not isinstance(raw, list) or not all(isinstance(d, dict) for d in raw):
+        raise ProtocolError("bad_type", "doses must be a list of objects")
+    if len(raw) > _MAX_SCHEDULE:
+        raise ProtocolError("bad_value", f"at most {_MAX_SCHEDULE} doses")
+    doses = []
+    for item in raw:
+        at = _str(item, "at", 5)
+        if not _HHMM.fullmatch(at):
+            raise ProtocolError("bad_value", "at must be HH:MM (00:00-23:59)")
+        doses.append(ScheduledDose(_id(item, "dose_id"), at, _opt_str(item, "label", 100)))
+    return tuple(doses)
 
 
 def encode(message: DeviceMessage) -> tuple[str, bytes]:
     """Serialise a device message to ``(topic, payload)``; the inverse of :func:`decode`."""
     if isinstance(message, Status):
         return topic_for(message.device_id, "status"), b"online" if message.online else b"offline"
+    body = event_body(message)
+    return topic_for(message.device_id, message.kind), _dumps(body)
+
+
+def event_body(message: Heartbeat | EventMessage) -> dict[str, Any]:
+    """The JSON body of a message as it goes on the wire (also how the gateway stores an event)."""
     fields = asdict(message)
     del fields["device_id"], fields["kind"]
-    body = {k: v for k, v in fields.items() if v is not None}
-    return topic_for(message.device_id, message.kind), json.dumps(body, separators=(",", ":")).encode()
+    if "doses" in fields:
+        fields["doses"] = [_drop_none(d) for d in fields["doses"]]
+    return _drop_none(fields)
+
+
+def encode_command(command: Command) -> bytes:
+    """Serialise a command for a device's ``cmd`` topic (validated: a bad command is our bug)."""
+    decode_command(_dumps(_command_body(command)))
+    return _dumps(_command_body(command))
+
+
+def decode_command(payload: bytes) -> Command:
+    """Parse a command (devices and the simulator use this)."""
+    body = _json_object(payload)
+    command = _choice(body, "command", COMMANDS)
+    args = body.get("args")
+    if not isinstance(args, dict):
+        raise ProtocolError("bad_type", "args must be an object")
+    if command == "remind":
+        parsed: dict[str, Any] = {"dose_id": _id(args, "dose_id")}
+    elif command == "set_schedule":
+        doses = [asdict(d) for d in _doses(args)]
+        parsed = {"version": _int(args, "version", 0, 2**31), "doses": [_drop_none(d) for d in doses]}
+    elif command == "set_heartbeat":
+        parsed = {"interval_s": _int(args, "interval_s", 5, 86_400)}
+    else:
+        parsed = {"call_id": _id(args, "call_id"), "caller": _str(args, "caller", 100)}
+    return Command(
+        _id(body, "cmd_id"), _int(body, "ts", 0, _MAX_TS_MS), command, tuple(sorted(parsed.items()))
+    )
+
+
+def _command_body(command: Command) -> dict[str, Any]:
+    return {
+        "cmd_id": command.cmd_id,
+        "ts": command.ts,
+        "command": command.command,
+        "args": dict(command.args),
+    }
+
+
+def _dumps(body: dict[str, Any]) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def _drop_none(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if v is not None}
 
 
 def encode_ack(ack: Ack) -> bytes:
@@ -253,6 +483,17 @@ def _check_int(key: str, value: object, low: int, high: int) -> int:
         raise ProtocolError("bad_type", f"{key} must be an integer")
     if not low <= value <= high:
         raise ProtocolError("bad_value", f"{key} must be between {low} and {high}")
+    return value
+
+
+def _choice(body: dict[str, Any], key: str, allowed: frozenset[str], default: str | None = None) -> str:
+    value = _opt_str(body, key, 32)
+    if value is None:
+        if default is None:
+            raise ProtocolError("missing_field", f"{key} is required")
+        return default
+    if value not in allowed:
+        raise ProtocolError("bad_value", f"{key} must be one of {sorted(allowed)}")
     return value
 
 

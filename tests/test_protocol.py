@@ -10,21 +10,34 @@ from hypothesis import strategies as st
 
 from protocol.v1 import (
     ALARM_KINDS,
+    COMMAND_RESULTS,
+    DISPENSER_EVENTS,
     DOSE_EVENTS,
+    FAULTS,
     MAX_PAYLOAD_BYTES,
     Ack,
     Alarm,
+    AlarmCancel,
+    Command,
+    CommandAck,
+    DispenserEvent,
     DoseEvent,
+    Fault,
     Heartbeat,
     ProtocolError,
+    ScheduledDose,
+    ScheduleReport,
     Status,
     decode,
     decode_ack,
+    decode_command,
     device_id_from_topic,
     encode,
     encode_ack,
+    encode_command,
 )
 
+hhmm = st.builds(lambda h, m: f"{h:02d}:{m:02d}", st.integers(0, 23), st.integers(0, 59))
 ids = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}", fullmatch=True)
 ts = st.integers(0, 10**15)
 messages = st.one_of(
@@ -41,6 +54,64 @@ messages = st.one_of(
     st.builds(Alarm, ids, ids, ts, st.sampled_from(sorted(ALARM_KINDS))),
     st.builds(DoseEvent, ids, ids, ts, st.sampled_from(sorted(DOSE_EVENTS)), ids, st.none() | ts),
     st.builds(Status, ids, st.booleans()),
+    st.builds(AlarmCancel, ids, ids, ts, ids),
+    st.builds(
+        DispenserEvent,
+        ids,
+        ids,
+        ts,
+        st.sampled_from(sorted(DISPENSER_EVENTS - {"stock_low"})),
+        st.none() | st.integers(0, 10_000),
+        st.none() | st.text(min_size=1, max_size=200),
+    ),
+    st.builds(DispenserEvent, ids, ids, ts, st.just("stock_low"), st.integers(0, 10_000)),
+    st.builds(
+        ScheduleReport,
+        ids,
+        ids,
+        ts,
+        st.integers(0, 2**31),
+        st.lists(
+            st.builds(ScheduledDose, ids, hhmm, st.none() | st.text(min_size=1, max_size=100)), max_size=24
+        ).map(tuple),
+    ),
+    st.builds(
+        Fault, ids, ids, ts, st.sampled_from(sorted(FAULTS)), st.none() | st.text(min_size=1, max_size=200)
+    ),
+    st.builds(
+        CommandAck,
+        ids,
+        ids,
+        ts,
+        ids,
+        st.sampled_from(sorted(COMMAND_RESULTS)),
+        st.none() | st.text(min_size=1, max_size=200),
+    ),
+)
+commands = st.one_of(
+    st.builds(lambda c, t, d: Command(c, t, "remind", (("dose_id", d),)), ids, ts, ids),
+    st.builds(
+        lambda c, t, i: Command(c, t, "set_heartbeat", (("interval_s", i),)), ids, ts, st.integers(5, 86_400)
+    ),
+    st.builds(
+        lambda c, t, call, who: Command(c, t, "ring", (("call_id", call), ("caller", who))),
+        ids,
+        ts,
+        ids,
+        st.text(min_size=1, max_size=100),
+    ),
+    st.builds(
+        lambda c, t, v, at: Command(
+            c,
+            t,
+            "set_schedule",
+            (("doses", [{"at": a, "dose_id": f"d{i}"} for i, a in enumerate(at)]), ("version", v)),
+        ),
+        ids,
+        ts,
+        st.integers(0, 2**31),
+        st.lists(hhmm, max_size=24),
+    ),
 )
 
 
@@ -49,6 +120,63 @@ def test_round_trip(message: object) -> None:
     """Every valid message survives encode then decode unchanged."""
     topic, payload = encode(message)  # type: ignore[arg-type]
     assert decode(topic, payload) == message
+
+
+@given(commands)
+def test_command_round_trip(command: Command) -> None:
+    """Every valid command survives encode_command then decode_command unchanged."""
+    assert decode_command(encode_command(command)) == command
+
+
+@given(st.binary(max_size=400))
+def test_any_bytes_as_command_parse_or_reject(payload: bytes) -> None:
+    """A device parsing any bytes as a command gets a Command or a ProtocolError, nothing else."""
+    try:
+        decode_command(payload)
+    except ProtocolError as exc:
+        assert exc.reason
+
+
+@pytest.mark.parametrize(
+    ("kind", "body", "expected"),
+    [
+        ("alarm", {"msg_id": "c1", "ts": 5, "cancels": "a1"}, AlarmCancel("d-1", "c1", 5, "a1")),
+        (
+            "dispenser",
+            {"msg_id": "s1", "ts": 5, "event": "stock_low", "doses_left": 6},
+            DispenserEvent("d-1", "s1", 5, "stock_low", 6),
+        ),
+        ("fault", {"msg_id": "f1", "ts": 5, "fault": "power_lost"}, Fault("d-1", "f1", 5, "power_lost")),
+        (
+            "cmdack",
+            {"msg_id": "k1", "ts": 5, "cmd_id": "cmd-9", "result": "done"},
+            CommandAck("d-1", "k1", 5, "cmd-9", "done"),
+        ),
+        (
+            "schedule",
+            {"msg_id": "p1", "ts": 5, "version": 3, "doses": [{"dose_id": "morning", "at": "08:00"}]},
+            ScheduleReport("d-1", "p1", 5, 3, (ScheduledDose("morning", "08:00"),)),
+        ),
+    ],
+)
+def test_every_message_kind_decodes(kind: str, body: dict[str, object], expected: object) -> None:
+    """Each message kind of protocol v1 decodes from its documented JSON."""
+    assert decode(f"carealarm/v1/devices/d-1/{kind}", json.dumps(body).encode()) == expected
+
+
+def test_stock_low_needs_doses_left() -> None:
+    """A stock_low report without the number of doses left is refused."""
+    with pytest.raises(ProtocolError, match="doses_left"):
+        decode("carealarm/v1/devices/d-1/dispenser", b'{"msg_id":"s","ts":1,"event":"stock_low"}')
+
+
+def test_schedule_times_are_checked() -> None:
+    """A schedule time that is not HH:MM is refused."""
+    with pytest.raises(ProtocolError, match="HH:MM"):
+        decode(
+            "carealarm/v1/devices/d-1/schedule",
+            b'{"msg_id":"s","ts":1,"version":1,"doses":[{"dose_id":"x","at":"25:00"}]}',
+        )
 
 
 @given(st.text(max_size=80), st.binary(max_size=600))
