@@ -22,13 +22,24 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 __all__ = [
     "Alert",
     "AlertChange",
+    "AlertNote",
     "Base",
     "Client",
+    "Contact",
     "DeadLetter",
     "Device",
     "DeviceEvent",
+    "DoseInstance",
+    "DutyShift",
+    "EscalationStep",
+    "MaintenanceWindow",
+    "MedicationDose",
+    "Notification",
+    "Policy",
+    "Suppression",
     "User",
     "UserSession",
+    "Visit",
 ]
 
 # SQLite only gives AUTOINCREMENT-like behaviour to INTEGER PRIMARY KEY; BigInteger elsewhere.
@@ -66,6 +77,11 @@ class Device(Base):
     last_seen_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     online: Mapped[bool | None] = mapped_column(nullable=True)
     battery: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    # What the device last said in a heartbeat; the interval drives silent-device detection.
+    heartbeat_interval_s: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    firmware: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    signal: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    online_changed_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class User(Base):
@@ -80,6 +96,8 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(200))
     district: Mapped[str] = mapped_column(String(100), default="")
     created_ms: Mapped[int] = mapped_column(BigInteger)
+    email: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    phone: Mapped[str | None] = mapped_column(String(50), nullable=True)
 
 
 class UserSession(Base):
@@ -165,6 +183,13 @@ class Alert(Base):
     resolved_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     resolved_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    # Escalation: 0 = the care station's queue; each unanswered step raises it.
+    level: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    assigned_to: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", name="fk_alerts_assigned_to_users"), nullable=True
+    )
+    # What the alert is about beyond client and kind (a dose id, a visit id), for resolving it later.
+    subject: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class AlertChange(Base):
@@ -177,3 +202,183 @@ class AlertChange(Base):
     at_ms: Mapped[int] = mapped_column(BigInteger)
     change: Mapped[str] = mapped_column(String(32))
     actor_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+
+
+class AlertNote(Base):
+    """A note a person added to an alert (also used for the note a late dose leaves)."""
+
+    __tablename__ = "alert_notes"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), index=True)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+    text: Mapped[str] = mapped_column(String(2000))
+
+
+class EscalationStep(Base):
+    """A pending timer: at ``due_ms`` do ``action`` for an alert (or a dose, a visit). The source of truth:
+    the in-process scheduler is rebuilt from this table at every start."""
+
+    __tablename__ = "escalation_steps"
+    __table_args__ = (
+        Index(
+            "ix_escalation_steps_pending",
+            "due_ms",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id"), nullable=True, index=True)
+    subject: Mapped[str | None] = mapped_column(String(64), nullable=True)  # dose instance or visit id
+    action: Mapped[str] = mapped_column(String(32))
+    level: Mapped[int] = mapped_column(Integer, default=0)
+    due_ms: Mapped[int] = mapped_column(BigInteger)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done | cancelled
+    done_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    late_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class Notification(Base):
+    """A message to a person: console, e-mail or webhook; cancelled when the alert is acknowledged."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index(
+            "ix_notifications_pending",
+            "id",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int] = mapped_column(ForeignKey("alerts.id"), index=True)
+    level: Mapped[int] = mapped_column(Integer, default=0)
+    channel: Mapped[str] = mapped_column(String(16))  # email | webhook
+    recipient: Mapped[str] = mapped_column(String(300))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    subject: Mapped[str] = mapped_column(String(300))
+    body: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed | cancelled
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    created_ms: Mapped[int] = mapped_column(BigInteger)
+    next_try_ms: Mapped[int] = mapped_column(BigInteger)
+    sent_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+
+
+class DutyShift(Base):
+    """Who is on duty, in which role (and district), from ``starts_ms`` until ``ends_ms``."""
+
+    __tablename__ = "duty_shifts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    role: Mapped[str] = mapped_column(String(32))  # care_nurse | supervisor | district_nurse
+    district: Mapped[str] = mapped_column(String(100), default="")
+    starts_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    ends_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+
+
+class Policy(Base):
+    """Escalation settings of the organisation (client_id NULL) or one client, as JSON overrides."""
+
+    __tablename__ = "policies"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"), nullable=True, unique=True)
+    settings: Mapped[str] = mapped_column(Text)  # JSON
+    updated_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class MaintenanceWindow(Base):
+    """A time when a client (in hospital, on holiday) or one device is not to raise alerts."""
+
+    __tablename__ = "maintenance_windows"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[int | None] = mapped_column(ForeignKey("clients.id"), nullable=True, index=True)
+    device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"), nullable=True, index=True)
+    starts_ms: Mapped[int] = mapped_column(BigInteger)
+    ends_ms: Mapped[int] = mapped_column(BigInteger)
+    reason: Mapped[str] = mapped_column(String(200))
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+
+
+class Suppression(Base):
+    """What a maintenance window kept from alerting: recorded, not lost."""
+
+    __tablename__ = "suppressions"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    window_id: Mapped[int] = mapped_column(ForeignKey("maintenance_windows.id"), index=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    device_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str] = mapped_column(String(300))
+    at_ms: Mapped[int] = mapped_column(BigInteger)
+
+
+class MedicationDose(Base):
+    """One dose of a client's medication schedule (the schedule the dispenser should hold)."""
+
+    __tablename__ = "medication_doses"
+    __table_args__ = (UniqueConstraint("client_id", "dose_id", name="uq_medication_doses_client_dose"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    device_id: Mapped[str | None] = mapped_column(ForeignKey("devices.id"), nullable=True)
+    dose_id: Mapped[str] = mapped_column(String(64))
+    at: Mapped[str] = mapped_column(String(5))  # HH:MM, the client's local time
+    label: Mapped[str] = mapped_column(String(200), default="")
+
+
+class DoseInstance(Base):
+    """One due dose on one day: pending until taken, missed when the grace period passes untaken."""
+
+    __tablename__ = "dose_instances"
+    __table_args__ = (UniqueConstraint("client_id", "dose_id", "due_ms", name="uq_dose_instances"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    device_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    dose_id: Mapped[str] = mapped_column(String(64))
+    due_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|taken|missed|taken_late
+    reminded: Mapped[bool] = mapped_column(default=False)
+    taken_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id"), nullable=True)
+
+
+class Contact(Base):
+    """A person around the client: informal carer, GP, pharmacy."""
+
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    relation: Mapped[str] = mapped_column(String(50))  # informal_carer | gp | pharmacy | family | other
+    phone: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    email: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    notify_missed_dose: Mapped[bool] = mapped_column(default=False)
+
+
+class Visit(Base):
+    """Someone sent to the client's home: tracked until arrival is confirmed."""
+
+    __tablename__ = "visits"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id"), nullable=True, index=True)
+    client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
+    sent_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    visitor: Mapped[str] = mapped_column(String(200))
+    sent_ms: Mapped[int] = mapped_column(BigInteger)
+    target_ms: Mapped[int] = mapped_column(BigInteger)
+    arrived_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    state: Mapped[str] = mapped_column(String(16), default="underway")  # underway | arrived | cancelled

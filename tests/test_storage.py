@@ -210,3 +210,18 @@ def test_registry_refuses_duplicates_and_bad_ids(sessions: SessionFactory) -> No
             add_device(s, device_id="a/b", client_id=client_id, kind="alarm_button", now_ms=NOW)
         with pytest.raises(RegistryError, match="kind"):
             add_device(s, device_id="x-1", client_id=client_id, kind="toaster", now_ms=NOW)
+
+
+def test_migrations_match_the_models(db_url: str) -> None:
+    """After `upgrade`, Alembic finds no difference between the database and the ORM models."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from storage.models import Base
+
+    upgrade(db_url)
+    engine = make_engine(db_url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+    engine.dispose()
+    assert diff == []
