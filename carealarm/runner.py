@@ -107,7 +107,12 @@ async def run(settings: Settings, options: RunOptions) -> None:
     server: _Server | None = None
     metrics_sources = []
     if "gateway" in options.components:
-        gateway = Gateway(mqtt=mqtt, sessions=sessions, name=settings.gateway_name)
+        gateway = Gateway(
+            mqtt=mqtt,
+            sessions=sessions,
+            name=settings.gateway_name,
+            share_group=settings.gateway_share_group or None,
+        )
         metrics_sources.append(gateway.metrics.render)
         await asyncio.to_thread(gateway.start)
     if "monitor" in options.components:

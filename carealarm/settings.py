@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     http_port: int = 8000
     secret_key: str = _DEV_SECRET
     gateway_name: str = "gw1"
+    # Several gateways share the device traffic through MQTT shared subscriptions ($share/<group>/...).
+    gateway_share_group: str = ""
     # How long the console's session cookie lives: one long night shift plus a margin.
     session_hours: float = 14.0
     # Fallback poll when no change hint arrives over MQTT (hints normally wake components at once).

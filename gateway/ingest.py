@@ -17,6 +17,8 @@ from protocol.v1 import (
     is_valid_id,
 )
 
+from .limits import judge_clock
+
 __all__ = ["Inbound", "Plan", "Reject", "plan_batch", "priority_of"]
 
 # Lower runs first: an alarm is never queued behind heartbeats (protocol v1, "alarms first"). A power
@@ -44,6 +46,8 @@ class Inbound:
     received_ms: int
     # A retained message is the broker's memory (replayed at every subscribe), not a sign of life now.
     retain: bool = False
+    link: int = 0  # which broker connection it came on (acks go back the same way)
+    refused: str | None = None  # refused before parsing (rate limit); the reason
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,11 @@ class Plan:
     rejects: list[Reject] = field(default_factory=list)
     # Copies of an event already in this batch: acked like the first, stored once.
     repeats: list[tuple[Inbound, EventMessage]] = field(default_factory=list)
+    # Alarms whose device clock is implausible: accepted all the same (an alarm is never refused for a
+    # wrong clock), and counted so the device can be fixed.
+    clock_skewed: list[tuple[Inbound, EventMessage]] = field(default_factory=list)
+    # Live (not retained) online/offline reports, stored as events so the monitor sees every change.
+    status_changes: list[tuple[Inbound, Status]] = field(default_factory=list)
 
 
 def priority_of(topic: str) -> int:
@@ -69,11 +78,22 @@ def priority_of(topic: str) -> int:
     return _PRIORITY.get(topic.rsplit("/", 1)[-1], 9)
 
 
-def plan_batch(batch: Iterable[Inbound], is_known: Callable[[str], bool]) -> Plan:
+def plan_batch(batch: Iterable[Inbound], is_known: Callable[[str], bool], now_ms: int) -> Plan:
     """Decode every message of a batch and decide its fate; never raises for bad input."""
     plan = Plan()
     seen: set[tuple[str, str]] = set()
     for inbound in batch:
+        if inbound.refused is not None:
+            plan.rejects.append(
+                Reject(
+                    inbound,
+                    device_id_from_topic(inbound.topic),
+                    _peek_msg_id(inbound.payload),
+                    inbound.refused,
+                    "too many messages from this device; retry later",
+                )
+            )
+            continue
         try:
             message: DeviceMessage = decode(inbound.topic, inbound.payload)
         except ProtocolError as exc:
@@ -100,7 +120,23 @@ def plan_batch(batch: Iterable[Inbound], is_known: Callable[[str], bool]) -> Pla
             continue
         if isinstance(message, Heartbeat | Status):
             plan.liveness.append((inbound, message))
+            if isinstance(message, Status) and not inbound.retain:
+                plan.status_changes.append((inbound, message))
             continue
+        clock = judge_clock(message.ts, now_ms)
+        if not clock.ok:
+            if message.kind != "alarm":
+                plan.rejects.append(
+                    Reject(
+                        inbound,
+                        message.device_id,
+                        message.msg_id,
+                        "bad_clock",
+                        f"device time is {clock.skew_ms // 1000} s off the server's",
+                    )
+                )
+                continue
+            plan.clock_skewed.append((inbound, message))
         key = (message.device_id, message.msg_id)
         if key in seen:
             plan.repeats.append((inbound, message))

@@ -21,6 +21,7 @@ class Metrics:
         self.stored = 0
         self.duplicates = 0
         self.store_errors = 0
+        self.devices_online = 0  # a gauge, set by the gateway at each liveness flush
         self._latency_buckets = [0] * len(_BUCKETS)
         self._latency_sum = 0.0
         self._latency_count = 0

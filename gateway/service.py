@@ -1,13 +1,17 @@
-"""The gateway process: paho's network thread feeds a priority queue; one writer thread stores and acks.
+"""The gateway process: two broker links feed a priority queue; one writer thread stores, then acks.
 
 Order of work for every event (the rule that matters most)::
 
-    broker --QoS1--> on_message --queue--> writer: decode, INSERT .. ON CONFLICT DO NOTHING, COMMIT
-                                                   then PUBACK (manual ack) and the application ack
+    broker --QoS1--> link --queue--> writer: decode, INSERT .. ON CONFLICT DO NOTHING, COMMIT
+                                             then PUBACK (manual ack) and the application ack
 
 If the process dies before the commit, the broker still holds the message (no PUBACK was sent) and
 redelivers it to the persistent session; if it dies after the commit but before the acks, the redelivered
 copy hits the unique key, is not stored again, and is acknowledged.
+
+Alarms first: Mosquitto delivers a session's messages in order, so alarms (and faults) have a session of
+their own — a heartbeat backlog on the bulk link can never hold an alarm back — and the writer's queue is
+ordered by priority as well.
 """
 
 from __future__ import annotations
@@ -22,28 +26,30 @@ from collections.abc import Callable
 import paho.mqtt.client as paho
 from sqlalchemy.exc import SQLAlchemyError
 
-from carealarm.mqtt import HINT_EVENTS, MqttConfig, make_client
+from carealarm.mqtt import HINT_EVENTS, MqttConfig
 from protocol.v1 import DEVICE_KINDS, Ack, Heartbeat, Status, ack_topic, encode_ack
 from storage.db import SessionFactory
 
 from .ingest import Inbound, Plan, plan_batch, priority_of
+from .limits import RateLimiter
+from .link import BrokerLink
 from .metrics import Metrics
 from .store import LivenessUpdate, known_device_ids, store_plan
 
-__all__ = ["DEVICE_TOPICS", "Gateway"]
+__all__ = ["PRIORITY_KINDS", "Gateway"]
 
 log = logging.getLogger(__name__)
 
-DEVICE_TOPICS = DEVICE_KINDS
+PRIORITY_KINDS = ("alarm", "fault")
+BULK_KINDS = tuple(k for k in DEVICE_KINDS if k not in PRIORITY_KINDS)
 # Up to this many messages share one transaction: one commit (one fsync) for many messages is what makes
 # durable ingest fast; alarms still go first because the queue is ordered by priority.
 _MAX_BATCH = 500
-# How many un-acked QoS 1 messages the broker may have in flight to us (MQTT 5 Receive Maximum).
-_RECEIVE_MAXIMUM = 2000
 # Liveness (last seen, battery) is written in batches, not once per heartbeat.
 _LIVENESS_FLUSH_S = 5.0
 # A device that is not registered is looked up again after this long (it may have been provisioned).
 _UNKNOWN_RECHECK_S = 30.0
+_REFUSED_PRIORITY = 9
 
 
 class Gateway:
@@ -58,34 +64,44 @@ class Gateway:
         share_group: str | None = None,
         metrics: Metrics | None = None,
         liveness_flush_s: float = _LIVENESS_FLUSH_S,
+        rate_limiter: RateLimiter | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
-        self._mqtt = mqtt
         self._sessions = sessions
         self._name = name
-        self._share_group = share_group
         self.metrics = metrics or Metrics()
         self._clock_ms = clock_ms
         self._liveness_flush_s = liveness_flush_s
+        self._limiter = rate_limiter or RateLimiter()
+        self._limiter_lock = threading.Lock()
         self._queue: queue.PriorityQueue[tuple[int, int, Inbound]] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._stop = threading.Event()
         self._known: set[str] = set()
         self._unknown_checked: dict[str, float] = {}
         self._liveness: dict[str, LivenessUpdate] = {}
+        self._liveness_urgent = False
+        self._online: dict[str, bool] = {}  # what this gateway heard last, for the metrics gauge
         self._last_flush = time.monotonic()
         self._writer: threading.Thread | None = None
-        self.connected = threading.Event()
-        self._client, self._connect_props = make_client(
-            mqtt,
-            f"carealarm-gateway-{name}",
-            persistent=True,
-            manual_ack=True,
-            receive_maximum=_RECEIVE_MAXIMUM,
-        )
-        self._client.on_connect = self._on_connect
-        self._client.on_disconnect = self._on_disconnect
-        self._client.on_message = self._on_message
+        prefix = f"$share/{share_group}/" if share_group else ""
+        self._links = [
+            BrokerLink(
+                mqtt,
+                f"carealarm-gateway-{name}-{role}",
+                [f"{prefix}carealarm/v1/devices/+/{kind}" for kind in kinds],
+                self._on_message,
+            )
+            for role, kinds in (("alarms", PRIORITY_KINDS), ("bulk", BULK_KINDS))
+        ]
+
+    @property
+    def connected(self) -> bool:
+        return all(link.connected.is_set() for link in self._links)
+
+    def wait_connected(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        return all(link.connected.wait(max(0.0, deadline - time.monotonic())) for link in self._links)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self) -> None:
@@ -94,39 +110,37 @@ class Gateway:
             target=self._write_loop, name=f"gateway-{self._name}-writer", daemon=True
         )
         self._writer.start()
-        # clean_start=False: keep the session, so messages published while we were away are delivered.
-        self._client.connect_async(
-            self._mqtt.host, self._mqtt.port, keepalive=30, clean_start=False, properties=self._connect_props
-        )
-        self._client.loop_start()
+        for link in self._links:
+            link.start()
 
     def stop(self) -> None:
         self._stop.set()
-        self._client.disconnect()
-        self._client.loop_stop()
+        for link in self._links:
+            link.stop()
         if self._writer is not None:
             self._writer.join(timeout=10)
 
-    # -- paho thread -------------------------------------------------------------------------------
-    def _on_connect(self, client: paho.Client, _u: object, flags: object, reason: object, _p: object) -> None:
-        if getattr(reason, "is_failure", False):
-            log.error("gateway: broker refused the connection: %s", reason)
-            return
-        prefix = f"$share/{self._share_group}/" if self._share_group else ""
-        client.subscribe([(f"{prefix}carealarm/v1/devices/+/{kind}", 1) for kind in DEVICE_TOPICS])
-        log.info(
-            "gateway %s connected (session present: %s)", self._name, getattr(flags, "session_present", "?")
+    # -- paho threads ------------------------------------------------------------------------------
+    def _on_message(self, link: BrokerLink, msg: paho.MQTTMessage) -> None:
+        refused = None
+        parts = msg.topic.split("/")
+        if len(parts) == 5:
+            with self._limiter_lock:
+                if not self._limiter.allow(parts[3], time.monotonic()):
+                    refused = "rate_limited"
+        inbound = Inbound(
+            msg.topic,
+            bytes(msg.payload),
+            msg.mid,
+            msg.qos,
+            self._clock_ms(),
+            bool(msg.retain),
+            self._links.index(link),
+            refused,
         )
-        self.connected.set()
-
-    def _on_disconnect(self, _c: paho.Client, _u: object, _f: object, reason: object, _p: object) -> None:
-        self.connected.clear()
-        if not self._stop.is_set():
-            log.warning("gateway %s lost the broker (%s); paho reconnects with backoff", self._name, reason)
-
-    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
-        inbound = Inbound(msg.topic, bytes(msg.payload), msg.mid, msg.qos, self._clock_ms(), bool(msg.retain))
-        self._queue.put((priority_of(msg.topic), next(self._seq), inbound))
+        # A flooding device's excess goes to the back of the queue, behind every other device's messages.
+        priority = _REFUSED_PRIORITY if refused else priority_of(msg.topic)
+        self._queue.put((priority, next(self._seq), inbound))
 
     # -- writer thread -----------------------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -134,7 +148,7 @@ class Gateway:
             batch = self._take_batch()
             if batch:
                 self._handle(batch)
-            if time.monotonic() - self._last_flush >= self._liveness_flush_s:
+            if self._liveness_urgent or time.monotonic() - self._last_flush >= self._liveness_flush_s:
                 self._flush_liveness()
 
     def _take_batch(self) -> list[Inbound]:
@@ -153,13 +167,12 @@ class Gateway:
     def _handle(self, batch: list[Inbound]) -> None:
         for inbound in batch:
             self.metrics.count_received(inbound.topic.rsplit("/", 1)[-1][:16])
-        plan = plan_batch(batch, self._is_known)
+        plan = plan_batch(batch, self._is_known, self._clock_ms())
         for inbound, message in plan.liveness:
             self._track_liveness(message, None if inbound.retain else inbound.received_ms)
-        if plan.events or plan.rejects:
-            inserted = self._commit_with_retry(plan)
-        else:
-            inserted = set()
+        inserted = (
+            self._commit_with_retry(plan) if plan.events or plan.rejects or plan.status_changes else set()
+        )
         self._acknowledge(plan, inserted)
 
     def _commit_with_retry(self, plan: Plan) -> set[tuple[str, str]]:
@@ -186,12 +199,21 @@ class Gateway:
     def _acknowledge(self, plan: Plan, inserted: set[tuple[str, str]]) -> None:
         stored_now = 0
         for inbound, event in plan.events + plan.repeats:
-            self._client.ack(inbound.mid, inbound.qos)
-            self._client.publish(ack_topic(event.device_id), encode_ack(Ack(event.msg_id, "accepted")), qos=1)
+            link = self._links[inbound.link]
+            link.ack(inbound.mid, inbound.qos)
+            link.publish(ack_topic(event.device_id), encode_ack(Ack(event.msg_id, "accepted")))
             stored_now += (event.device_id, event.msg_id) in inserted
         self.metrics.count_stored(stored_now, len(plan.events) + len(plan.repeats) - stored_now)
+        for _inbound, event in plan.clock_skewed:
+            self.metrics.count_rejected("clock_skew_accepted")
+            log.warning(
+                "gateway: alarm %s of %s accepted with an implausible device clock (ts %s)",
+                event.msg_id,
+                event.device_id,
+                event.ts,
+            )
         for inbound, _msg in plan.liveness:
-            self._client.ack(inbound.mid, inbound.qos)
+            self._links[inbound.link].ack(inbound.mid, inbound.qos)
         for reject in plan.rejects:
             self.metrics.count_rejected(reject.reason)
             log.warning(
@@ -200,12 +222,14 @@ class Gateway:
                 reject.reason,
                 reject.detail,
             )
-            self._client.ack(reject.inbound.mid, reject.inbound.qos)
+            link = self._links[reject.inbound.link]
+            link.ack(reject.inbound.mid, reject.inbound.qos)
             if reject.device_id is not None:
-                nack = Ack(reject.msg_id, "rejected", reject.reason)
-                self._client.publish(ack_topic(reject.device_id), encode_ack(nack), qos=1)
-        if stored_now:
-            self._client.publish(HINT_EVENTS, b"", qos=0)
+                link.publish(
+                    ack_topic(reject.device_id), encode_ack(Ack(reject.msg_id, "rejected", reject.reason))
+                )
+        if stored_now or plan.status_changes:
+            self._links[0].publish(HINT_EVENTS, b"", qos=0)
 
     # -- registry and liveness ---------------------------------------------------------------------
     def _load_registry_until_ready(self) -> None:
@@ -241,21 +265,28 @@ class Gateway:
 
     def _track_liveness(self, message: Heartbeat | Status, received_ms: int | None) -> None:
         """Remember what a heartbeat or status says; ``received_ms`` None means "not a sign of life now"."""
-        device_id = message.device_id
-        current = self._liveness.setdefault(
-            device_id, {"device_id": device_id, "last_seen_ms": None, "online": None, "battery": None}
-        )
+        current = self._liveness.setdefault(message.device_id, {"device_id": message.device_id})
         if received_ms is not None:
-            current["last_seen_ms"] = max(current["last_seen_ms"] or 0, received_ms)
+            current["last_seen_ms"] = max(current.get("last_seen_ms") or 0, received_ms)
+        if received_ms is not None:
+            self._online[message.device_id] = message.online if isinstance(message, Status) else True
         if isinstance(message, Heartbeat):
             current["online"] = True
-            if message.battery is not None:
-                current["battery"] = message.battery
-        else:
+            for field in ("battery", "firmware", "signal"):
+                if getattr(message, field) is not None:
+                    current[field] = getattr(message, field)
+            if message.interval_s is not None:
+                current["heartbeat_interval_s"] = message.interval_s
+        elif received_ms is not None:
             current["online"] = message.online
+            current["online_changed_ms"] = received_ms
+            # An offline report (the Last Will) reaches the database at once, not with the next batch.
+            self._liveness_urgent = True
 
     def _flush_liveness(self) -> None:
         self._last_flush = time.monotonic()
+        self._liveness_urgent = False
+        self.metrics.devices_online = sum(self._online.values())
         if not self._liveness:
             return
         pending, self._liveness = list(self._liveness.values()), {}

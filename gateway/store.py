@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Integer, Table, bindparam, func, insert, select, update
+from sqlalchemy import BigInteger, Boolean, Integer, String, Table, bindparam, func, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -21,6 +21,22 @@ _DEVICES: Table = Device.__table__  # type: ignore[assignment]
 LivenessUpdate = dict[str, Any]  # {"device_id", "last_seen_ms", "online", "battery"}
 
 
+_LIVENESS_FIELDS = (
+    "last_seen_ms",
+    "online",
+    "battery",
+    "heartbeat_interval_s",
+    "firmware",
+    "signal",
+    "online_changed_ms",
+)
+
+
+def _keep(column: str, type_: Any) -> Any:
+    """SET column = COALESCE(:new, column): a missing value keeps what the row has."""
+    return func.coalesce(bindparam(f"b_{column}", type_=type_), _DEVICES.c[column])
+
+
 def known_device_ids(session: Session) -> set[str]:
     return set(session.scalars(select(Device.id)))
 
@@ -31,8 +47,20 @@ def store_plan(session: Session, plan: Plan, liveness: list[LivenessUpdate]) -> 
     The caller commits; nothing is acknowledged before that commit.
     """
     inserted: set[tuple[str, str]] = set()
-    if plan.events:
-        rows = [
+    rows = [
+        {
+            "device_id": status.device_id,
+            # '~' is outside the device msg_id alphabet: a device can never collide with these ids.
+            "msg_id": f"~status-{inbound.received_ms}-{'on' if status.online else 'off'}",
+            "kind": "status",
+            "device_ts_ms": inbound.received_ms,
+            "received_ms": inbound.received_ms,
+            "payload": json.dumps({"online": status.online}),
+        }
+        for inbound, status in plan.status_changes
+    ]
+    if plan.events or rows:
+        rows += [
             {
                 "device_id": msg.device_id,
                 "msg_id": msg.msg_id,
@@ -71,19 +99,15 @@ def store_plan(session: Session, plan: Plan, liveness: list[LivenessUpdate]) -> 
             update(_DEVICES)
             .where(_DEVICES.c.id == bindparam("b_id"))
             .values(
-                last_seen_ms=func.coalesce(bindparam("b_seen", type_=BigInteger), _DEVICES.c.last_seen_ms),
                 # A status message carries no battery, a heartbeat no online flag: keep what is known.
-                online=func.coalesce(bindparam("b_online", type_=Boolean), _DEVICES.c.online),
-                battery=func.coalesce(bindparam("b_battery", type_=Integer), _DEVICES.c.battery),
+                last_seen_ms=_keep("last_seen_ms", BigInteger),
+                online=_keep("online", Boolean),
+                battery=_keep("battery", Integer),
+                heartbeat_interval_s=_keep("heartbeat_interval_s", Integer),
+                firmware=_keep("firmware", String),
+                signal=_keep("signal", Integer),
+                online_changed_ms=_keep("online_changed_ms", BigInteger),
             ),
-            [
-                {
-                    "b_id": u["device_id"],
-                    "b_seen": u["last_seen_ms"],
-                    "b_online": u["online"],
-                    "b_battery": u["battery"],
-                }
-                for u in liveness
-            ],
+            [{"b_id": u["device_id"], **{f"b_{k}": u.get(k) for k in _LIVENESS_FIELDS}} for u in liveness],
         )
     return inserted

@@ -219,7 +219,8 @@ class Command:
     - ``remind``: ``{"dose_id"}`` — show the dose reminder again;
     - ``set_schedule``: ``{"version", "doses": [{"dose_id", "at", "label"?}]}``;
     - ``set_heartbeat``: ``{"interval_s"}``;
-    - ``ring``: ``{"call_id", "caller"}`` — an incoming video call.
+    - ``ring``: ``{"call_id", "caller", "token"?, "url"?}`` — an incoming video call; ``token``
+      authenticates the device's signalling socket for this call only, ``url`` is where central is.
     """
 
     cmd_id: str
@@ -405,6 +406,11 @@ def decode_command(payload: bytes) -> Command:
         parsed = {"interval_s": _int(args, "interval_s", 5, 86_400)}
     else:
         parsed = {"call_id": _id(args, "call_id"), "caller": _str(args, "caller", 100)}
+        # Optional: the per-call signalling token and the signalling server's base URL (docs/video-calls.md).
+        for key, max_len in (("token", 200), ("url", 300)):
+            value = _opt_str(args, key, max_len)
+            if value is not None:
+                parsed[key] = value
     return Command(
         _id(body, "cmd_id"), _int(body, "ts", 0, _MAX_TS_MS), command, tuple(sorted(parsed.items()))
     )

@@ -196,7 +196,8 @@ def test_production_parts_postgres_and_system_broker(
     finally:
         page.close()
         code = service.stop()
-        forget_session(system_broker, f"carealarm-gateway-{gateway_name}")  # type: ignore[arg-type]
+        for role in ("alarms", "bulk"):
+            forget_session(system_broker, f"carealarm-gateway-{gateway_name}-{role}")  # type: ignore[arg-type]
     assert code == 0, service.log()
     from sqlalchemy import create_engine, text
 

@@ -42,7 +42,7 @@ def _alarm(msg_id: str, device: str = "btn-1") -> Inbound:
 def _store(sessions: SessionFactory, *inbound: Inbound) -> set[tuple[str, str]]:
     with sessions.begin() as s:
         known = known_device_ids(s)
-        return store_plan(s, plan_batch(inbound, known.__contains__), [])
+        return store_plan(s, plan_batch(inbound, known.__contains__, NOW), [])
 
 
 def test_migrations_create_every_table_and_downgrade_cleanly(db_url: str) -> None:
