@@ -20,7 +20,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SERVICE_USER", "BrokerError", "EmbeddedBroker", "mosquitto_hash", "service_password"]
+__all__ = [
+    "ACL",
+    "SERVICE_USER",
+    "BrokerError",
+    "EmbeddedBroker",
+    "TlsListener",
+    "mosquitto_hash",
+    "reload_running",
+    "service_password",
+    "write_auth_files",
+]
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +62,61 @@ def service_password(broker_dir: Path) -> str:
     return path.read_text().strip()
 
 
+ACL = (
+    "# written by carealarm\n"
+    f"user {SERVICE_USER}\ntopic readwrite carealarm/#\n\n"
+    "# a device (user name = device id) writes its own reports and reads what the service sends it\n"
+    "pattern write carealarm/v1/devices/%u/heartbeat\n"
+    "pattern write carealarm/v1/devices/%u/alarm\n"
+    "pattern write carealarm/v1/devices/%u/dose\n"
+    "pattern write carealarm/v1/devices/%u/dispenser\n"
+    "pattern write carealarm/v1/devices/%u/schedule\n"
+    "pattern write carealarm/v1/devices/%u/fault\n"
+    "pattern write carealarm/v1/devices/%u/cmdack\n"
+    "pattern readwrite carealarm/v1/devices/%u/status\n"
+    "pattern read carealarm/v1/devices/%u/ack\n"
+    "pattern read carealarm/v1/devices/%u/cmd\n"
+)
+
+
+def write_auth_files(directory: Path, service_hash: str, device_hashes: Iterable[tuple[str, str]]) -> None:
+    """Write a Mosquitto password file and ACL file (mode 0600) for the service user and every device."""
+    directory.mkdir(parents=True, exist_ok=True)
+    lines = [f"{SERVICE_USER}:{service_hash}"]
+    lines += [f"{device_id}:{pw_hash}" for device_id, pw_hash in device_hashes if pw_hash]
+    _write_private(directory / "passwd", "\n".join(lines) + "\n")
+    _write_private(directory / "acl", ACL)
+
+
+def reload_running(directory: Path, device_hashes: Iterable[tuple[str, str]]) -> bool:
+    """Rewrite the auth files of an embedded broker and SIGHUP it if it runs; True if it was told."""
+    pid_file = directory / "mosquitto.pid"
+    write_auth_files(directory.resolve(), mosquitto_hash(service_password(directory)), device_hashes)
+    try:
+        os.kill(int(pid_file.read_text().strip()), signal.SIGHUP)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class TlsListener:
+    """A TLS listener for devices: port, certificate and key (and a CA file for client certificates)."""
+
+    port: int
+    certfile: Path
+    keyfile: Path
+    cafile: Path | None = None
+    bind: str = "0.0.0.0"
+
+
 @dataclass
 class EmbeddedBroker:
     """A Mosquitto child process on 127.0.0.1:``port`` with auth, ACLs and persistence."""
 
     directory: Path
     port: int
+    tls: TlsListener | None = None
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -69,35 +128,32 @@ class EmbeddedBroker:
         d = self.directory.resolve()
         d.mkdir(parents=True, exist_ok=True)
         (d / "data").mkdir(exist_ok=True)
-        lines = [f"{SERVICE_USER}:{mosquitto_hash(service_password(self.directory))}"]
-        lines += [f"{device_id}:{pw_hash}" for device_id, pw_hash in device_hashes if pw_hash]
-        _write_private(d / "passwd", "\n".join(lines) + "\n")
-        _write_private(
-            d / "acl",
-            f"# written by carealarm; edits are overwritten at the next start\n"
-            f"user {SERVICE_USER}\ntopic readwrite carealarm/#\n\n"
-            "# a device may only use its own topics: it writes its reports and reads what the service sends\n"
-            "pattern write carealarm/v1/devices/%u/heartbeat\n"
-            "pattern write carealarm/v1/devices/%u/alarm\n"
-            "pattern write carealarm/v1/devices/%u/dose\n"
-            "pattern readwrite carealarm/v1/devices/%u/status\n"
-            "pattern read carealarm/v1/devices/%u/ack\n"
-            "pattern read carealarm/v1/devices/%u/cmd\n",
-        )
+        write_auth_files(d, mosquitto_hash(service_password(self.directory)), device_hashes)
+        tls = ""
+        if self.tls is not None:
+            tls = (
+                f"\n# devices in the field connect over TLS\nlistener {self.tls.port} {self.tls.bind}\n"
+                f"certfile {self.tls.certfile.resolve()}\nkeyfile {self.tls.keyfile.resolve()}\n"
+                + (f"cafile {self.tls.cafile.resolve()}\n" if self.tls.cafile else "")
+                + "tls_version tlsv1.2\n"
+            )
         conf = d / "mosquitto.conf"
         conf.write_text(
             "# written by carealarm at every start of the embedded broker\n"
-            f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous false\n"
+            "per_listener_settings false\n"
+            f"listener {self.port} 127.0.0.1\n" + tls + "allow_anonymous false\n"
             f"password_file {d / 'passwd'}\n"
             f"acl_file {d / 'acl'}\n"
+            f"pid_file {d / 'mosquitto.pid'}\n"
             "persistence true\n"
             f"persistence_location {d / 'data'}/\n"
             # 0 = no limit: a gateway that is down must find every alarm queued when it comes back.
             "max_queued_messages 0\n"
-            "autosave_interval 10\n" + ("user root\n" if os.geteuid() == 0 else "") + "log_dest stderr\n"
+            "max_connections -1\n"
+            "autosave_interval 10\n"
             # Started as root, Mosquitto would switch to the 'mosquitto' user and lose access to these
             # private files; keep the user that started it.
+             + ("user root\n" if os.geteuid() == 0 else "") + "log_dest stderr\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
         )
         return conf

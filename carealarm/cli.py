@@ -8,9 +8,11 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from pydantic import ValidationError
 
+from .admin import ADMIN_COMMANDS, add_admin_commands, run_admin
 from .settings import Settings
 
 __all__ = ["main"]
@@ -75,11 +77,35 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser(
         "simulate",
         help="run the simulated fleet against a running service",
-        description="Connect the simulated devices listed in <data dir>/fleet.json "
-        "(written by `carealarm run --demo`) and let them behave like real ones.",
+        description="Connect the simulated devices listed in <data dir>/fleet.json (written by "
+        "`carealarm run --demo`, or by `python -m bench provision`) and let them behave like real ones, "
+        "following a named scenario; the same scenario and seed give the same run.",
     )
-    sim.add_argument("--alarm-every", type=float, default=60.0, metavar="SECONDS")
+    sim.add_argument(
+        "--scenario",
+        default="demo",
+        help="demo (default), realistic, heartbeats or storm (see devices/simulator/scenarios.py)",
+    )
+    sim.add_argument("--devices", type=int, default=None, metavar="N", help="use the first N devices only")
     sim.add_argument("--seed", type=int, default=1, help="random seed, so a run is repeatable")
+    sim.add_argument(
+        "--duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="stop after this long (default: never)",
+    )
+    sim.add_argument(
+        "--alarm-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="mean time between alarms across the fleet (default: the scenario's)",
+    )
+    sim.add_argument("--fleet", type=Path, default=None, metavar="FILE", help="credentials file to use")
+    sim.add_argument("--quiet", action="store_true", help="no progress display")
+
+    add_admin_commands(sub)
 
     db = sub.add_parser("db", help="database tasks", description="Database tasks.")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="TASK")
@@ -112,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
         upgrade(settings.effective_database_url)
         print("carealarm: database schema is up to date")
         return 0
+    if args.command in ADMIN_COMMANDS:
+        return run_admin(args, settings)
     if args.command == "broker":
         return _broker(settings)
     if args.command == "simulate":
-        return _simulate(settings, args.alarm_every, args.seed)
+        return _simulate(settings, args)
 
     from .runner import ALL_COMPONENTS, RunOptions, run
 
@@ -165,23 +193,47 @@ def _broker(settings: Settings) -> int:
     return 0
 
 
-def _simulate(settings: Settings, alarm_every_s: float, seed: int) -> int:
-    from devices.simulator.fleet import load_fleet, run_fleet
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from devices.simulator.fleet import format_progress, load_fleet, resolve_scenario, run_fleet
 
     from .mqtt import MqttConfig
 
-    fleet_file = settings.data_dir / "fleet.json"
+    fleet_file = args.fleet or settings.data_dir / "fleet.json"
     if not fleet_file.exists():
         print(
             f"carealarm: {fleet_file} not found; run `carealarm run --demo` once to provision the demo fleet",
             file=sys.stderr,
         )
         return 1
+    try:
+        scenario = resolve_scenario(args.scenario, alarm_every_s=args.alarm_every)
+    except KeyError as exc:
+        print(f"carealarm: {exc.args[0]}", file=sys.stderr)
+        return 2
+    creds = load_fleet(fleet_file)
+    if args.devices is not None:
+        if args.devices > len(creds):
+            print(
+                f"carealarm: {fleet_file} holds {len(creds)} devices, fewer than --devices {args.devices}",
+                file=sys.stderr,
+            )
+            return 2
+        creds = creds[: args.devices]
     if settings.mqtt_url:
         cfg = MqttConfig.from_url(settings.mqtt_url)
         broker = MqttConfig(cfg.host, cfg.port, tls=cfg.tls)
     else:
         broker = MqttConfig("127.0.0.1", settings.embedded_mqtt_port)
+    tty = sys.stderr.isatty()
+    shown = [0.0]
+
+    def progress(stats: object, elapsed_s: float) -> None:
+        # On a terminal one line is redrawn every second; in a log, one line every ten seconds.
+        if args.quiet or (not tty and elapsed_s - shown[0] < 10):
+            return
+        shown[0] = elapsed_s
+        line = format_progress(stats, elapsed_s)  # type: ignore[arg-type]
+        print(("\r" + line + "\x1b[K") if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
 
     async def go() -> None:
         stop = asyncio.Event()
@@ -190,10 +242,21 @@ def _simulate(settings: Settings, alarm_every_s: float, seed: int) -> int:
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        stats = await run_fleet(load_fleet(fleet_file), broker, stop, seed=seed, alarm_every_s=alarm_every_s)
+        stats = await run_fleet(
+            creds,
+            broker,
+            stop,
+            seed=args.seed,
+            scenario=scenario,
+            duration_s=args.duration,
+            progress=progress,
+        )
+        if tty and not args.quiet:
+            print(file=sys.stderr)
         print(
-            f"carealarm: simulated {stats.alarms} alarms ({stats.acked} acknowledged events), "
-            f"{stats.doses} doses, {stats.heartbeats} heartbeats"
+            f"carealarm: scenario {scenario.name} (seed {args.seed}): {stats.alarms} alarms "
+            f"({stats.cancels} cancelled), {stats.doses} doses, {stats.heartbeats} heartbeats, "
+            f"{stats.acked} events acknowledged, {stats.resent} resent"
         )
 
     asyncio.run(go())

@@ -33,9 +33,10 @@ class MqttConfig:
     username: str | None = None
     password: str | None = None
     tls: bool = False
+    ca_file: str | None = None  # a private CA for the broker's certificate (None: the system's CAs)
 
     @classmethod
-    def from_url(cls, url: str) -> MqttConfig:
+    def from_url(cls, url: str, ca_file: str | None = None) -> MqttConfig:
         """Parse ``mqtt://user:pass@host:port`` (or ``mqtts://`` for TLS)."""
         parts = urlsplit(url)
         if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
@@ -47,6 +48,7 @@ class MqttConfig:
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             tls=tls,
+            ca_file=ca_file if tls else None,
         )
 
 
@@ -73,7 +75,7 @@ def make_client(
     if cfg.username:
         client.username_pw_set(cfg.username, cfg.password)
     if cfg.tls:
-        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        client.tls_set(ca_certs=cfg.ca_file, cert_reqs=ssl.CERT_REQUIRED)
     # Reconnect with backoff from 1 s up to 10 s after a broker restart or a network fault.
     client.reconnect_delay_set(min_delay=1, max_delay=10)
     props = None

@@ -20,7 +20,7 @@ from monitor.service import Monitor
 from storage.db import make_engine, make_session_factory, schema_revision, upgrade
 from storage.registry import device_password_hashes
 
-from .broker import SERVICE_USER, BrokerError, EmbeddedBroker, service_password
+from .broker import SERVICE_USER, BrokerError, EmbeddedBroker, TlsListener, service_password
 from .mqtt import HINT_ALERTS, HINT_EVENTS, Hints, MqttConfig
 from .settings import Settings
 
@@ -84,9 +84,10 @@ async def run(settings: Settings, options: RunOptions) -> None:
 
     broker: EmbeddedBroker | None = None
     if settings.mqtt_url:
-        mqtt = MqttConfig.from_url(settings.mqtt_url)
+        ca = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
+        mqtt = MqttConfig.from_url(settings.mqtt_url, ca_file=ca)
     elif options.embedded_broker:
-        broker = EmbeddedBroker(settings.broker_dir, settings.embedded_mqtt_port)
+        broker = EmbeddedBroker(settings.broker_dir, settings.embedded_mqtt_port, tls=tls_listener(settings))
         with sessions() as session:
             hashes = device_password_hashes(session)
         try:
@@ -147,6 +148,11 @@ async def run(settings: Settings, options: RunOptions) -> None:
         central_task = asyncio.create_task(server.serve(), name="central")
         tasks.append(central_task)
     hints.start()
+    metrics_server = None
+    if settings.metrics_port and "central" not in options.components:
+        from .metrics_http import serve_metrics
+
+        metrics_server = serve_metrics(settings.http_host, settings.metrics_port, metrics_sources)
     if options.simulate:
         from devices.simulator.fleet import load_fleet, run_fleet
 
@@ -186,11 +192,20 @@ async def run(settings: Settings, options: RunOptions) -> None:
     if gateway is not None:
         await asyncio.to_thread(gateway.stop)
     hints.stop()
+    if metrics_server is not None:
+        metrics_server.shutdown()
     if broker is not None:
         broker.stop()
     engine.dispose()
     if failure:
         raise SystemExit(f"carealarm: {failure}")
+
+
+def tls_listener(settings: Settings) -> TlsListener | None:
+    """The embedded broker's TLS listener for devices, when one is configured."""
+    if not settings.embedded_mqtt_tls_port or not settings.mqtt_tls_certfile or not settings.mqtt_tls_keyfile:
+        return None
+    return TlsListener(settings.embedded_mqtt_tls_port, settings.mqtt_tls_certfile, settings.mqtt_tls_keyfile)
 
 
 def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[], None]:

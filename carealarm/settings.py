@@ -26,6 +26,14 @@ class Settings(BaseSettings):
     mqtt_url: str = ""
     # 1883 is usually taken by a system broker; the embedded one keeps clear of it.
     embedded_mqtt_port: int = 11883
+    # A TLS listener of the embedded broker for devices (0 = none); certificate and key files (PEM).
+    embedded_mqtt_tls_port: int = 0
+    mqtt_tls_certfile: Path | None = None
+    mqtt_tls_keyfile: Path | None = None
+    # For mqtts:// URLs: the CA that signed the broker's certificate, when it is not a public one.
+    mqtt_ca_file: Path | None = None
+    # Prometheus /metrics of a component running without central (0 = off; central serves /metrics).
+    metrics_port: int = 0
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     secret_key: str = _DEV_SECRET
@@ -44,6 +52,14 @@ class Settings(BaseSettings):
                 raise ValueError("CAREALARM_SECRET_KEY must be set to 32+ random characters in production")
             if not self.database_url or not self.mqtt_url:
                 raise ValueError("production needs CAREALARM_DATABASE_URL and CAREALARM_MQTT_URL")
+        return self
+
+    @model_validator(mode="after")
+    def _tls_needs_files(self) -> Settings:
+        if self.embedded_mqtt_tls_port and not (self.mqtt_tls_certfile and self.mqtt_tls_keyfile):
+            raise ValueError(
+                "CAREALARM_EMBEDDED_MQTT_TLS_PORT needs CAREALARM_MQTT_TLS_CERTFILE and _KEYFILE"
+            )
         return self
 
     @property

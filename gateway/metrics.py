@@ -77,6 +77,9 @@ class Metrics:
                 f"carealarm_gateway_events_duplicate_total {self.duplicates}",
                 "# TYPE carealarm_gateway_store_errors_total counter",
                 f"carealarm_gateway_store_errors_total {self.store_errors}",
+                "# HELP carealarm_gateway_devices_online Devices whose last report said online.",
+                "# TYPE carealarm_gateway_devices_online gauge",
+                f"carealarm_gateway_devices_online {self.devices_online}",
                 "# HELP carealarm_gateway_store_seconds Time from receipt to commit of a batch.",
                 "# TYPE carealarm_gateway_store_seconds histogram",
             ]
