@@ -102,3 +102,51 @@ def test_mosquitto_pub_with_device_credentials(embedded_broker: EmbeddedBroker) 
         assert service.next()[0] == "carealarm/v1/devices/med-1/heartbeat"
     finally:
         service.close()
+
+
+def test_deploy_acl_matches_the_embedded_one() -> None:
+    """The production ACL in deploy/ gives the same rules as the embedded broker's."""
+    from pathlib import Path
+
+    from carealarm.broker import ACL
+
+    def rules(text: str) -> list[str]:
+        return [line for line in text.splitlines() if line and not line.startswith("#")]
+
+    deploy = Path(__file__).resolve().parent.parent / "deploy" / "mosquitto" / "acl"
+    assert rules(deploy.read_text()) == rules(ACL)
+
+
+def test_provisioning_a_device_lets_it_connect_at_once(embedded_broker: EmbeddedBroker) -> None:
+    """`carealarm clients add` + `carealarm devices add` while the broker runs: the printed password works."""
+    import os
+    import sys
+
+    data_dir = embedded_broker.directory.parent  # the fixture's broker lives in <data dir>/broker
+    env = {
+        **os.environ,
+        "CAREALARM_DATA_DIR": str(data_dir),
+        "CAREALARM_EMBEDDED_MQTT_PORT": str(embedded_broker.port),
+    }
+
+    def cli(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "-m", "carealarm.cli", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        return done.stdout
+
+    assert "client 1" in cli("clients", "add", "--name", "Mevr. Nieuw")
+    out = cli("devices", "add", "btn-new", "--client", "1", "--kind", "alarm_button")
+    assert "re-read its password file" in out
+    password = next(line.split()[2] for line in out.splitlines() if line.startswith("MQTT password:"))
+    time.sleep(0.5)
+    probe = MqttProbe(_device(embedded_broker, "btn-new", password))
+    try:
+        assert probe.connected()
+    finally:
+        probe.close()
