@@ -1,8 +1,8 @@
 """Administration commands: provision clients, devices and users; export the broker's auth files.
 
 ``carealarm devices add`` prints the device's password once (only its hash is kept) and updates the broker:
-the embedded one is told to re-read its files at once; for an external Mosquitto, ``carealarm broker
-export --dir DIR`` writes the password and ACL files to install there.
+the embedded one is told to re-read its files at once; for an external Mosquitto, ``carealarm broker-export
+--dir DIR`` writes the password and ACL files to install there.
 """
 
 from __future__ import annotations

@@ -102,6 +102,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="mean time between alarms across the fleet (default: the scenario's)",
     )
+    sim.add_argument(
+        "--heartbeat",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="heartbeat interval of every device (default: the scenario's, 30)",
+    )
     sim.add_argument("--fleet", type=Path, default=None, metavar="FILE", help="credentials file to use")
     sim.add_argument("--quiet", action="store_true", help="no progress display")
 
@@ -206,7 +213,7 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        scenario = resolve_scenario(args.scenario, alarm_every_s=args.alarm_every)
+        scenario = resolve_scenario(args.scenario, alarm_every_s=args.alarm_every, heartbeat_s=args.heartbeat)
     except KeyError as exc:
         print(f"carealarm: {exc.args[0]}", file=sys.stderr)
         return 2

@@ -107,6 +107,10 @@ class Hints:
     def publish(self, topic: str) -> None:
         self._client.publish(topic, b"", qos=0)
 
+    def publish_message(self, topic: str, payload: bytes, qos: int = 1) -> None:
+        """Publish a real message (a command to a device) on the same service connection."""
+        self._client.publish(topic, payload, qos=qos)
+
     def start(self) -> None:
         self._client.connect_async(self._cfg.host, self._cfg.port, keepalive=30)
         self._client.loop_start()

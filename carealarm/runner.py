@@ -14,9 +14,13 @@ from dataclasses import dataclass, field
 import uvicorn
 
 from central.app import CentralContext, create_app
+from central.calls.signalling import CallsConfig
 from central.feed import Broadcaster
 from gateway.service import Gateway
+from monitor.channels import channels_from_settings
+from monitor.notifier import Notifier
 from monitor.service import Monitor
+from protocol.v1 import Command, command_topic, encode_command
 from storage.db import make_engine, make_session_factory, schema_revision, upgrade
 from storage.registry import device_password_hashes
 
@@ -117,11 +121,24 @@ async def run(settings: Settings, options: RunOptions) -> None:
         metrics_sources.append(gateway.metrics.render)
         await asyncio.to_thread(gateway.start)
     if "monitor" in options.components:
+        try:
+            channels = channels_from_settings(settings)
+        except ValueError as exc:
+            raise SystemExit(f"carealarm: notification settings: {exc}") from None
+        notifier = Notifier(sessions=sessions, channels=channels)
+        tasks.append(asyncio.create_task(notifier.run(stop), name="notifier"))
         monitor = Monitor(
             sessions=sessions,
             notify_alerts=lambda: hints.publish(HINT_ALERTS),
+            notify_people=notifier.wake,
+            channels=frozenset(channels),
+            send_reminder=lambda device_id, dose_id: hints.publish_message(
+                command_topic(device_id), encode_command(remind_command(dose_id))
+            ),
+            timezone=settings.timezone,
             poll_interval_s=settings.poll_interval_s,
         )
+        metrics_sources.append(monitor.metrics.render)
         hints.on(HINT_EVENTS, monitor.wake)
         tasks.append(asyncio.create_task(monitor.run(stop), name="monitor"))
     if "central" in options.components:
@@ -136,8 +153,14 @@ async def run(settings: Settings, options: RunOptions) -> None:
             secure_cookies=settings.env == "production",
             metrics_sources=metrics_sources,
         )
+        app = create_app(ctx)
+        app.state.calls_config = CallsConfig(
+            ice_servers=settings.ice_servers,
+            public_url=settings.public_url or f"http://{settings.http_host}:{settings.http_port}",
+            mqtt=mqtt,
+        )
         config = uvicorn.Config(
-            create_app(ctx),
+            app,
             host=settings.http_host,
             port=settings.http_port,
             log_level="warning",
@@ -199,6 +222,10 @@ async def run(settings: Settings, options: RunOptions) -> None:
     engine.dispose()
     if failure:
         raise SystemExit(f"carealarm: {failure}")
+
+
+def remind_command(dose_id: str) -> Command:
+    return Command(f"remind-{uuid.uuid4().hex[:12]}", _now_ms(), "remind", (("dose_id", dose_id),))
 
 
 def tls_listener(settings: Settings) -> TlsListener | None:

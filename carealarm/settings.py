@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -42,8 +42,26 @@ class Settings(BaseSettings):
     gateway_share_group: str = ""
     # How long the console's session cookie lives: one long night shift plus a margin.
     session_hours: float = 14.0
+    # Dose times in a schedule are the clients' local time.
+    timezone: str = "Europe/Amsterdam"
+    # Notifications to people off the console. E-mail over SMTP (empty host = e-mail off):
+    smtp_host: str = ""
+    smtp_port: int = 25
+    smtp_from: str = "carealarm@localhost"
+    smtp_username: str = ""
+    smtp_password: str = ""
+    smtp_starttls: bool = False
+    # A signed webhook (empty URL = off): POST JSON with an HMAC-SHA256 signature header.
+    webhook_url: str = ""
+    webhook_secret: str = ""
     # Fallback poll when no change hint arrives over MQTT (hints normally wake components at once).
     poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # Video calls: STUN/TURN servers for browsers and devices, as JSON RTCIceServer objects, e.g.
+    # [{"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}]. Empty (the default):
+    # host candidates only, which suits a closed network and the tests, not calls across NATs.
+    ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+    # Where devices reach central, sent in each ring; empty: http://{http_host}:{http_port}.
+    public_url: str = ""
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:

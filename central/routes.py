@@ -21,7 +21,9 @@ from pydantic import BaseModel, Field
 from sqlalchemy import text
 
 from monitor.alerts import OUTCOMES, Action, IllegalTransition
-from monitor.store import AlertConflict, AlertNotFound, apply_action
+from monitor.store import AlertConflict, AlertNotFound, add_note, apply_action, assign
+from monitor.visits import VisitNotFound, confirm_arrival, send_visit
+from storage.models import User
 
 from .auth import COOKIE_NAME, SignedInUser, create_session, end_session, user_for_token, verify_password
 from .views import active_alert_views, alert_views
@@ -164,6 +166,98 @@ def resolve(alert_id: int, body: ResolveRequest, request: Request, user: Console
     if body.outcome not in OUTCOMES:
         raise HTTPException(status_code=422, detail=f"outcome must be one of {sorted(OUTCOMES)}")
     return _act(request, user, alert_id, Action.RESOLVE, body.outcome)
+
+
+class NoteRequest(BaseModel):
+    text: str = Field(min_length=1, max_length=2000)
+
+
+class AssignRequest(BaseModel):
+    user_id: int | None = Field(description="the user to assign to, or null to unassign")
+
+
+class VisitRequest(BaseModel):
+    visitor: str = Field(
+        min_length=1, max_length=200, description="who is sent, e.g. the district nurse's name"
+    )
+    target_min: int | None = Field(
+        default=None, ge=5, le=240, description="expected arrival (default: policy)"
+    )
+
+
+@router.post("/api/alerts/{alert_id}/notes", tags=["alerts"], status_code=201)
+def add_alert_note(alert_id: int, body: NoteRequest, request: Request, user: ConsoleUser) -> dict[str, Any]:
+    """Add a note to an alert (shown on the client's timeline)."""
+    ctx = _ctx(request)
+    try:
+        with ctx.sessions.begin() as session:
+            note = add_note(
+                session, alert_id=alert_id, user_id=user.id, text=body.text, now_ms=ctx.clock_ms()
+            )
+            result = {"id": note.id, "alert_id": alert_id, "text": note.text, "at_ms": note.at_ms}
+    except AlertNotFound:
+        raise HTTPException(status_code=404, detail=f"no alert {alert_id}") from None
+    ctx.notify_alerts()
+    return result
+
+
+@router.post("/api/alerts/{alert_id}/assign", tags=["alerts"])
+def assign_alert(alert_id: int, body: AssignRequest, request: Request, user: ConsoleUser) -> dict[str, Any]:
+    """Assign an alert to a colleague (or nobody)."""
+    ctx = _ctx(request)
+    try:
+        with ctx.sessions.begin() as session:
+            if body.user_id is not None and session.get(User, body.user_id) is None:
+                raise HTTPException(status_code=422, detail=f"no user {body.user_id}")
+            assign(session, alert_id=alert_id, user_id=body.user_id, actor_id=user.id, now_ms=ctx.clock_ms())
+    except AlertNotFound:
+        raise HTTPException(status_code=404, detail=f"no alert {alert_id}") from None
+    except IllegalTransition as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    ctx.notify_alerts()
+    with ctx.sessions() as session:
+        return alert_views(session, [alert_id])[0]
+
+
+@router.post("/api/alerts/{alert_id}/visits", tags=["visits"], status_code=201)
+def start_visit(alert_id: int, body: VisitRequest, request: Request, user: ConsoleUser) -> dict[str, Any]:
+    """Send someone to the client's home; an escalation follows if arrival is not confirmed in time."""
+    ctx = _ctx(request)
+    try:
+        with ctx.sessions.begin() as session:
+            visit = send_visit(
+                session,
+                alert_id=alert_id,
+                visitor=body.visitor,
+                user_id=user.id,
+                now_ms=ctx.clock_ms(),
+                target_s=body.target_min * 60 if body.target_min else None,
+            )
+            result = {
+                "id": visit.id,
+                "alert_id": alert_id,
+                "visitor": visit.visitor,
+                "target_ms": visit.target_ms,
+                "state": visit.state,
+            }
+    except AlertNotFound:
+        raise HTTPException(status_code=404, detail=f"no alert {alert_id}") from None
+    ctx.notify_alerts()
+    return result
+
+
+@router.post("/api/visits/{visit_id}/arrived", tags=["visits"])
+def visit_arrived(visit_id: int, request: Request, user: CurrentUser) -> dict[str, Any]:
+    """Confirm the visitor is at the client's door."""
+    ctx = _ctx(request)
+    try:
+        with ctx.sessions.begin() as session:
+            visit = confirm_arrival(session, visit_id=visit_id, user_id=user.id, now_ms=ctx.clock_ms())
+            result = {"id": visit.id, "state": visit.state, "arrived_ms": visit.arrived_ms}
+    except VisitNotFound:
+        raise HTTPException(status_code=404, detail=f"no visit {visit_id} under way") from None
+    ctx.notify_alerts()
+    return result
 
 
 @router.get("/healthz", tags=["operations"])

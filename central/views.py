@@ -39,6 +39,10 @@ def _views(session: Session, condition: Any) -> list[dict[str, Any]]:
             "state": alert.state,
             "detail": alert.detail,
             "count": alert.count,
+            "level": alert.level,
+            "answer_ms": alert.acknowledged_ms - alert.opened_ms
+            if alert.acknowledged_ms is not None
+            else None,
             "version": alert.version,
             "opened_ms": alert.opened_ms,
             "last_event_ms": alert.last_event_ms,

@@ -280,7 +280,7 @@ class Gateway:
         elif received_ms is not None:
             current["online"] = message.online
             current["online_changed_ms"] = received_ms
-            # An offline report (the Last Will) reaches the database at once, not with the next batch.
+            # A live online/offline report (the Last Will included) reaches the database at once.
             self._liveness_urgent = True
 
     def _flush_liveness(self) -> None:

@@ -13,18 +13,15 @@ Exceptions::
 from __future__ import annotations
 
 import enum
-import json
 import logging
-from dataclasses import dataclass
 from typing import Final
 
 __all__ = [
+    "AUTOMATIC_OUTCOMES",
     "OUTCOMES",
     "Action",
-    "AlertSpec",
     "AlertState",
     "IllegalTransition",
-    "alert_for_event",
     "answer_ms",
     "transition",
 ]
@@ -51,8 +48,12 @@ _TRANSITIONS: Final[dict[tuple[AlertState, Action], AlertState]] = {
     (AlertState.ACKNOWLEDGED, Action.RESOLVE): AlertState.RESOLVED,
 }
 
+# Outcomes a person chooses on resolve; the monitor itself resolves with the automatic ones.
 OUTCOMES: Final = frozenset(
     {"false_alarm", "talked_to_client", "nurse_sent", "emergency_services", "cancelled_by_client", "other"}
+)
+AUTOMATIC_OUTCOMES: Final = frozenset(
+    {"back_online", "power_restored", "battery_ok", "dose_taken_late", "nurse_arrived", "cancelled_by_client"}
 )
 
 
@@ -77,34 +78,3 @@ def transition(state: AlertState, action: Action) -> AlertState:
 def answer_ms(opened_ms: int, acknowledged_ms: int) -> int:
     """Return the answer time of an alert (never negative, whatever the clocks did)."""
     return max(0, acknowledged_ms - opened_ms)
-
-
-@dataclass(frozen=True, slots=True)
-class AlertSpec:
-    """What alert a device event raises."""
-
-    kind: str
-    priority: int  # 1 critical, 2 high, 3 normal, 4 low
-    detail: str
-
-
-_ALARM_LABELS: Final = {
-    "button": "Alarm button pressed",
-    "pendant": "Pendant alarm",
-    "fall": "Fall detected",
-    "smoke": "Smoke detector",
-    "bed_exit": "Out of bed",
-    "door": "Door opened",
-    "other": "Alarm",
-}
-
-
-def alert_for_event(kind: str, payload_json: str) -> AlertSpec | None:
-    """Return the alert a stored device event raises, or None when it raises none."""
-    payload = json.loads(payload_json)
-    if kind == "alarm":
-        alarm_kind = payload.get("alarm_kind", "button")
-        return AlertSpec("alarm", 1, _ALARM_LABELS.get(alarm_kind, "Alarm"))
-    if kind == "dose" and payload.get("event") == "missed":
-        return AlertSpec("missed_dose", 2, f"Dose {payload.get('dose_id', '?')} not taken")
-    return None

@@ -1,19 +1,61 @@
-"""The monitor's database adapter: device events become alerts, and alert actions are applied once.
+"""The monitor's database adapter for alerts: open (once per client and kind), resolve, act on them.
 
 Every change of an alert writes one ``alert_changes`` row in the same transaction, which is the feed the
-consoles follow.
+consoles follow. Opening an alert schedules its escalation steps in that transaction too; acknowledging or
+resolving it cancels every pending step and notification of it — in the same transaction, so an
+acknowledgement is final for pending notifications.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import select, update
+import json
+from dataclasses import dataclass, field
+
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
-from storage.models import Alert, AlertChange, Device, DeviceEvent
+from storage.models import (
+    Alert,
+    AlertChange,
+    AlertNote,
+    Device,
+    DeviceEvent,
+    EscalationStep,
+    MaintenanceWindow,
+    MedicationDose,
+    Notification,
+    Suppression,
+)
+from storage.models import (
+    Policy as PolicyRow,
+)
 
-from .alerts import Action, AlertState, alert_for_event, transition
+from .alerts import Action, AlertState, transition
+from .policy import Policy, merge_policy
+from .roster import page
+from .rules import (
+    LADDER,
+    CancelAlarm,
+    DoseReport,
+    OpenAlert,
+    ResolveAlerts,
+    decide_event,
+    steps_for,
+    stock_alert,
+)
 
-__all__ = ["AlertConflict", "AlertNotFound", "apply_action", "handle_pending_events"]
+__all__ = [
+    "AlertConflict",
+    "AlertNotFound",
+    "Outcome",
+    "add_note",
+    "apply_action",
+    "assign",
+    "handle_pending_events",
+    "open_alert",
+    "policy_for",
+    "resolve_kind",
+]
 
 
 class AlertNotFound(LookupError):
@@ -24,13 +66,42 @@ class AlertConflict(RuntimeError):
     """The alert kept changing under us; the caller may retry."""
 
 
-def handle_pending_events(session: Session, now_ms: int, limit: int = 200) -> int:
-    """Turn stored, not yet handled device events into alerts; return how many events were handled.
+@dataclass
+class Outcome:
+    """What a batch of work changed, for the caller to announce after the commit."""
+
+    handled: int = 0
+    alerts_changed: bool = False
+    commands: list[tuple[str, str, dict[str, object]]] = field(
+        default_factory=list
+    )  # (device, command, args)
+
+
+def policy_for(session: Session, client_id: int | None) -> Policy:
+    """The policy of a client: its own overrides over the organisation's over the defaults."""
+    rows = {
+        row.client_id: row.settings
+        for row in session.scalars(
+            select(PolicyRow).where(or_(PolicyRow.client_id.is_(None), PolicyRow.client_id == client_id))
+        )
+    }
+    # Stored policies were validated when they were entered; stored test timings may be shorter.
+    return merge_policy(
+        rows.get(None), rows.get(client_id) if client_id is not None else None, validate=False
+    )
+
+
+def handle_pending_events(
+    session: Session, now_ms: int, channels: frozenset[str] = frozenset(), limit: int = 200
+) -> Outcome:
+    """Turn stored, not yet handled device events into alerts and dose updates.
 
     On PostgreSQL several monitors may run: ``FOR UPDATE SKIP LOCKED`` gives each event to one of them.
     """
+    from .doses import apply_report  # doses uses open_alert from here
+
     query = (
-        select(DeviceEvent, Device.client_id)
+        select(DeviceEvent, Device)
         .join(Device, Device.id == DeviceEvent.device_id)
         .where(DeviceEvent.handled_ms.is_(None))
         .order_by(DeviceEvent.id)
@@ -38,48 +109,137 @@ def handle_pending_events(session: Session, now_ms: int, limit: int = 200) -> in
     )
     if session.get_bind().dialect.name == "postgresql":
         query = query.with_for_update(skip_locked=True, of=DeviceEvent)
-    rows = session.execute(query).all()
-    for event, client_id in rows:
-        spec = alert_for_event(event.kind, event.payload)
-        if spec is not None:
-            _raise_or_repeat(session, client_id, event, spec.kind, spec.priority, spec.detail, now_ms)
+    out = Outcome()
+    for event, device in session.execute(query).all():
+        policy = policy_for(session, device.client_id)
+        # The alert's clock starts when the event reached the service, not when the monitor saw it.
+        at = event.received_ms
+        for effect in decide_event(event.kind, event.payload, device.kind):
+            if isinstance(effect, OpenAlert):
+                out.alerts_changed |= (
+                    open_alert(
+                        session,
+                        device.client_id,
+                        device.id,
+                        effect,
+                        at,
+                        now_ms,
+                        policy,
+                        channels,
+                        source_event_id=event.id,
+                    )
+                    is not None
+                )
+            elif isinstance(effect, ResolveAlerts):
+                out.alerts_changed |= resolve_kind(
+                    session, device.client_id, effect.kind, effect.outcome, effect.note, now_ms
+                )
+            elif isinstance(effect, CancelAlarm):
+                out.alerts_changed |= _cancel_alarm(session, device, effect.alarm_msg_id, at, now_ms, policy)
+            elif isinstance(effect, DoseReport):
+                out.alerts_changed |= apply_report(session, device, effect, at, now_ms, policy, channels)
+        if event.kind == "dispenser":
+            out.alerts_changed |= _stock(session, device, event.payload, at, now_ms, policy, channels)
         event.handled_ms = now_ms
-    return len(rows)
+        out.handled += 1
+    return out
 
 
-def _raise_or_repeat(
-    session: Session, client_id: int, event: DeviceEvent, kind: str, priority: int, detail: str, now_ms: int
-) -> None:
+def open_alert(
+    session: Session,
+    client_id: int,
+    device_id: str | None,
+    spec: OpenAlert,
+    at_ms: int,
+    now_ms: int,
+    policy: Policy,
+    channels: frozenset[str],
+    source_event_id: int | None = None,
+) -> Alert | None:
+    """Open an alert, or count a repeat on the open one of that client and kind; None when suppressed."""
+    window = _active_window(session, client_id, device_id, now_ms)
+    if window is not None:
+        session.add(
+            Suppression(
+                window_id=window.id,
+                client_id=client_id,
+                device_id=device_id,
+                kind=spec.kind,
+                detail=spec.detail,
+                at_ms=now_ms,
+            )
+        )
+        return None
     existing = session.scalars(
         select(Alert).where(
-            Alert.client_id == client_id, Alert.kind == kind, Alert.state != AlertState.RESOLVED
+            Alert.client_id == client_id, Alert.kind == spec.kind, Alert.state != AlertState.RESOLVED
         )
     ).first()
     if existing is not None:
-        # One open alert per client and kind: a repeat is counted, not shown twice.
         existing.count += 1
         existing.version += 1
         existing.last_event_ms = now_ms
-        existing.priority = min(existing.priority, priority)
+        existing.priority = min(existing.priority, spec.priority)
         session.flush()
         session.add(AlertChange(alert_id=existing.id, at_ms=now_ms, change="repeated"))
-        return
+        return existing
     alert = Alert(
         client_id=client_id,
-        device_id=event.device_id,
-        kind=kind,
-        priority=priority,
+        device_id=device_id,
+        kind=spec.kind,
+        priority=spec.priority,
         state=AlertState.OPEN,
-        detail=detail,
+        detail=spec.detail,
         count=1,
         version=1,
-        opened_ms=now_ms,
+        level=0,
+        opened_ms=at_ms,
         last_event_ms=now_ms,
-        source_event_id=event.id,
+        source_event_id=source_event_id,
+        subject=spec.subject,
     )
     session.add(alert)
     session.flush()
     session.add(AlertChange(alert_id=alert.id, at_ms=now_ms, change="opened"))
+    for plan in steps_for(spec.kind, spec.priority, at_ms, policy):
+        session.add(
+            EscalationStep(
+                alert_id=alert.id,
+                action=plan.action,
+                level=plan.level,
+                due_ms=plan.due_ms,
+                state="pending",
+                created_ms=now_ms,
+            )
+        )
+    if (spec.kind, 0) in LADDER:
+        page(session, alert, LADDER[(spec.kind, 0)], 0, now_ms, channels)
+    return alert
+
+
+def resolve_kind(
+    session: Session,
+    client_id: int,
+    kind: str,
+    outcome: str,
+    note: str,
+    now_ms: int,
+    subject: str | None = None,
+) -> bool:
+    """Resolve the client's open alerts of ``kind`` (optionally only the one about ``subject``)."""
+    query = select(Alert).where(
+        Alert.client_id == client_id, Alert.kind == kind, Alert.state != AlertState.RESOLVED
+    )
+    if subject is not None:
+        query = query.where(Alert.subject == subject)
+    changed = False
+    for alert in session.scalars(query):
+        apply_action(
+            session, alert_id=alert.id, action=Action.RESOLVE, actor_id=None, now_ms=now_ms, outcome=outcome
+        )
+        session.add(AlertNote(alert_id=alert.id, user_id=None, at_ms=now_ms, text=note))
+        changed = True
+    return changed
 
 
 def apply_action(
@@ -114,6 +274,7 @@ def apply_action(
             .execution_options(synchronize_session=False)
         )
         if result.rowcount == 1:  # type: ignore[attr-defined]
+            _cancel_pending(session, alert_id, now_ms)
             session.add(
                 AlertChange(alert_id=alert_id, at_ms=now_ms, change=new_state.value, actor_id=actor_id)
             )
@@ -122,3 +283,116 @@ def apply_action(
             assert refreshed is not None
             return refreshed
     raise AlertConflict(f"alert {alert_id} changed too often to apply {action.value}")
+
+
+def assign(session: Session, *, alert_id: int, user_id: int | None, actor_id: int, now_ms: int) -> Alert:
+    """Assign an alert that is not resolved to a person (or nobody)."""
+    alert = session.get(Alert, alert_id, populate_existing=True)
+    if alert is None:
+        raise AlertNotFound(alert_id)
+    if alert.state == AlertState.RESOLVED:
+        from .alerts import IllegalTransition
+
+        raise IllegalTransition(AlertState.RESOLVED, Action.ACKNOWLEDGE)
+    alert.assigned_to = user_id
+    alert.version += 1
+    session.add(AlertChange(alert_id=alert_id, at_ms=now_ms, change="assigned", actor_id=actor_id))
+    session.flush()
+    return alert
+
+
+def add_note(session: Session, *, alert_id: int, user_id: int | None, text: str, now_ms: int) -> AlertNote:
+    alert = session.get(Alert, alert_id)
+    if alert is None:
+        raise AlertNotFound(alert_id)
+    note = AlertNote(alert_id=alert_id, user_id=user_id, at_ms=now_ms, text=text)
+    session.add(note)
+    alert.version += 1
+    session.add(AlertChange(alert_id=alert_id, at_ms=now_ms, change="note", actor_id=user_id))
+    session.flush()
+    return note
+
+
+def _cancel_pending(session: Session, alert_id: int, now_ms: int) -> None:
+    """Cancel every pending escalation step and notification of an alert (in the caller's transaction)."""
+    session.execute(
+        update(EscalationStep)
+        .where(EscalationStep.alert_id == alert_id, EscalationStep.state == "pending")
+        .values(state="cancelled", done_ms=now_ms)
+        .execution_options(synchronize_session=False)
+    )
+    session.execute(
+        update(Notification)
+        .where(Notification.alert_id == alert_id, Notification.state == "pending")
+        .values(state="cancelled")
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _active_window(
+    session: Session, client_id: int, device_id: str | None, now_ms: int
+) -> MaintenanceWindow | None:
+    scope = MaintenanceWindow.client_id == client_id
+    if device_id is not None:
+        scope = or_(scope, MaintenanceWindow.device_id == device_id)
+    return session.scalars(
+        select(MaintenanceWindow).where(
+            scope, MaintenanceWindow.starts_ms <= now_ms, MaintenanceWindow.ends_ms > now_ms
+        )
+    ).first()
+
+
+def _cancel_alarm(
+    session: Session, device: Device, alarm_msg_id: str, at_ms: int, now_ms: int, policy: Policy
+) -> bool:
+    row = (
+        session.execute(
+            select(Alert)
+            .join(DeviceEvent, DeviceEvent.id == Alert.source_event_id)
+            .where(
+                DeviceEvent.device_id == device.id, DeviceEvent.msg_id == alarm_msg_id, Alert.kind == "alarm"
+            )
+        )
+        .scalars()
+        .first()
+    )
+    if row is None or row.state == AlertState.RESOLVED:
+        return False
+    seconds = (at_ms - row.opened_ms) / 1000
+    if row.state == AlertState.OPEN and seconds <= policy.pre_alarm_window_s:
+        apply_action(
+            session,
+            alert_id=row.id,
+            action=Action.CANCEL,
+            actor_id=None,
+            now_ms=now_ms,
+            outcome="cancelled_by_client",
+        )
+        text = f"Cancelled by the client on the device after {seconds:.0f} s"
+    else:
+        text = f"The client pressed cancel after {seconds:.0f} s (outside the pre-alarm window): still open"
+    session.add(AlertNote(alert_id=row.id, user_id=None, at_ms=now_ms, text=text))
+    return True
+
+
+def _stock(
+    session: Session,
+    device: Device,
+    payload: str,
+    at_ms: int,
+    now_ms: int,
+    policy: Policy,
+    channels: frozenset[str],
+) -> bool:
+    body = json.loads(payload)
+    if body.get("event") != "stock_low":
+        return False
+    per_day = len(
+        list(session.scalars(select(MedicationDose.id).where(MedicationDose.client_id == device.client_id)))
+    )
+    spec = stock_alert(int(body["doses_left"]), per_day or 1, policy)
+    return (
+        spec is not None
+        and open_alert(session, device.client_id, device.id, spec, at_ms, now_ms, policy, channels)
+        is not None
+    )

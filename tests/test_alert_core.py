@@ -8,7 +8,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.alerts import Action, AlertState, IllegalTransition, alert_for_event, answer_ms, transition
+from monitor.alerts import Action, AlertState, IllegalTransition, answer_ms, transition
+from monitor.policy import DEFAULT_POLICY
+from monitor.rules import (
+    CancelAlarm,
+    DoseReport,
+    OpenAlert,
+    ResolveAlerts,
+    decide_event,
+    steps_for,
+    stock_alert,
+)
 
 
 @pytest.mark.parametrize(
@@ -59,16 +69,41 @@ def test_resolved_is_final(actions: list[Action]) -> None:
 
 def test_alarm_raises_critical_alert() -> None:
     """Every alarm event raises a priority-1 alarm alert, labelled by its kind."""
-    spec = alert_for_event("alarm", json.dumps({"msg_id": "a", "ts": 1, "alarm_kind": "fall"}))
-    assert spec is not None and spec.kind == "alarm" and spec.priority == 1 and spec.detail == "Fall detected"
+    [effect] = decide_event(
+        "alarm", json.dumps({"msg_id": "a", "ts": 1, "alarm_kind": "fall"}), "alarm_button"
+    )
+    assert effect == OpenAlert("alarm", 1, "Fall detected")
 
 
-def test_missed_dose_raises_alert_and_taken_does_not() -> None:
-    """A dispenser's 'missed' raises a missed-dose alert; 'taken' and 'due' raise none."""
-    missed = alert_for_event("dose", json.dumps({"event": "missed", "dose_id": "d1"}))
-    assert missed is not None and missed.kind == "missed_dose" and missed.priority == 2
-    assert alert_for_event("dose", json.dumps({"event": "taken", "dose_id": "d1"})) is None
-    assert alert_for_event("dose", json.dumps({"event": "due", "dose_id": "d1"})) is None
+def test_cancel_and_doses_become_their_own_effects() -> None:
+    """An alarm cancel and dose reports are handed on as such, not as new alerts."""
+    assert decide_event("alarm", json.dumps({"cancels": "a1"}), "alarm_button") == [CancelAlarm("a1")]
+    assert decide_event("dose", json.dumps({"event": "taken", "dose_id": "d1"}), "dispenser") == [
+        DoseReport("d1", "taken", None)
+    ]
+
+
+def test_offline_priority_depends_on_the_device() -> None:
+    """An offline alarm button is urgent (the client is unprotected); an offline dispenser less so."""
+    [button] = decide_event("status", json.dumps({"online": False}), "alarm_button")
+    [dispenser] = decide_event("status", json.dumps({"online": False}), "dispenser")
+    assert isinstance(button, OpenAlert) and isinstance(dispenser, OpenAlert)
+    assert button.priority < dispenser.priority
+    assert decide_event("status", json.dumps({"online": True}), "dispenser")[0] == ResolveAlerts(
+        "offline", "back_online", "The device is back online"
+    )
+
+
+def test_alarm_escalates_at_60_and_180_seconds() -> None:
+    """By default an alarm escalates at 60 s and 180 s (TEC Quality answer targets)."""
+    steps = steps_for("alarm", 1, 1_000, DEFAULT_POLICY)
+    assert [(s.level, s.due_ms) for s in steps] == [(1, 61_000), (2, 181_000)]
+
+
+def test_stock_warning_72_hours_before_empty() -> None:
+    """Stock for less than 72 h (at the client's doses per day) raises a stock alert; more does not."""
+    assert stock_alert(8, 3, DEFAULT_POLICY) is not None  # 64 h
+    assert stock_alert(10, 3, DEFAULT_POLICY) is None  # 80 h
 
 
 def test_answer_time_never_negative() -> None:

@@ -90,11 +90,11 @@ def test_alarm_event_opens_one_alert_and_repeats_count(sessions: SessionFactory)
     client_id, _ = _register(sessions)
     _store(sessions, _alarm("m1"))
     with sessions.begin() as s:
-        assert handle_pending_events(s, NOW + 10) == 1
+        assert handle_pending_events(s, NOW + 10).handled == 1
     _store(sessions, _alarm("m2"))
     with sessions.begin() as s:
-        assert handle_pending_events(s, NOW + 20) == 1
-        assert handle_pending_events(s, NOW + 30) == 0
+        assert handle_pending_events(s, NOW + 20).handled == 1
+        assert handle_pending_events(s, NOW + 30).handled == 0
     with sessions() as s:
         alerts = list(s.scalars(select(Alert)))
         changes = [c.change for c in s.scalars(select(AlertChange).order_by(AlertChange.seq))]

@@ -168,6 +168,7 @@ function row(a, inProgress) {
   if (a.device) devCell.append(document.createElement("br"), span("muted", a.device.id));
   const what = cell(tr, span("", a.detail));
   if (a.count > 1) what.append(span("count", `×${a.count}`));
+  if (a.level > 0) what.append(" ", span("escalated", `escalated · level ${a.level}`));
   if (inProgress) cell(tr, span("", a.acknowledged_by || "—"));
   const actions = cell(tr);
   if (!inProgress) {

@@ -1,0 +1,256 @@
+"""Medication: due doses planned from the client's schedule, reminders, missed doses and late doses.
+
+A dose instance is created for every scheduled time in the coming day, with two timers: at the due time
+(remind the client if the dispenser did not say it did) and at due + grace (missed if not taken). A dose
+taken after its grace period stays counted as missed — taken late, never a double dose — and resolves the
+missed-dose alert with a note.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from storage.models import (
+    Alert,
+    AlertNote,
+    Contact,
+    Device,
+    DoseInstance,
+    EscalationStep,
+    MedicationDose,
+    Notification,
+)
+
+from .policy import Policy
+from .rules import DoseReport, OpenAlert
+
+__all__ = ["apply_report", "check_missed", "due_times", "miss_priority", "plan_doses", "remind_if_needed"]
+
+# How far ahead dose instances (and their timers) are created.
+PLAN_AHEAD_MS = 26 * 3600 * 1000
+# A dose report without due_ts is matched to the nearest instance of that dose within this distance.
+_MATCH_WINDOW_MS = 12 * 3600 * 1000
+
+
+def due_times(at: str, now_ms: int, until_ms: int, tz: ZoneInfo) -> list[int]:
+    """Every moment in [now_ms, until_ms) at which local time ``at`` (HH:MM) occurs in ``tz``."""
+    hour, minute = (int(x) for x in at.split(":"))
+    day = dt.datetime.fromtimestamp(now_ms / 1000, tz).date()
+    out = []
+    for offset in range(3):
+        local = dt.datetime.combine(day + dt.timedelta(days=offset), dt.time(hour, minute), tz)
+        ms = int(local.timestamp() * 1000)
+        if now_ms <= ms < until_ms:
+            out.append(ms)
+    return out
+
+
+def miss_priority(recent_misses: int) -> int:
+    """Repeated misses raise the priority: the first is normal (3), the second high (2), then critical (1)."""
+    return max(1, 3 - recent_misses)
+
+
+def plan_doses(session: Session, now_ms: int, tz: ZoneInfo, grace_of: dict[int, int]) -> int:
+    """Create the dose instances (and their timers) due in the coming day; return how many are new."""
+    created = 0
+    for dose in session.scalars(select(MedicationDose)):
+        grace_ms = grace_of.get(dose.client_id, 45 * 60) * 1000
+        for due in due_times(dose.at, now_ms, now_ms + PLAN_AHEAD_MS, tz):
+            exists = session.scalars(
+                select(DoseInstance.id).where(
+                    DoseInstance.client_id == dose.client_id,
+                    DoseInstance.dose_id == dose.dose_id,
+                    DoseInstance.due_ms == due,
+                )
+            ).first()
+            if exists is not None:
+                continue
+            instance = DoseInstance(
+                client_id=dose.client_id,
+                device_id=dose.device_id,
+                dose_id=dose.dose_id,
+                due_ms=due,
+                state="pending",
+                reminded=False,
+            )
+            session.add(instance)
+            session.flush()
+            subject = f"dose:{instance.id}"
+            session.add_all(
+                [
+                    EscalationStep(
+                        subject=subject,
+                        action="dose_remind",
+                        level=0,
+                        due_ms=due,
+                        state="pending",
+                        created_ms=now_ms,
+                    ),
+                    EscalationStep(
+                        subject=subject,
+                        action="dose_check",
+                        level=0,
+                        due_ms=due + grace_ms,
+                        state="pending",
+                        created_ms=now_ms,
+                    ),
+                ]
+            )
+            created += 1
+    return created
+
+
+def remind_if_needed(session: Session, instance_id: int) -> tuple[str, str] | None:
+    """At the due time: (device id, dose id) to send a remind command to, if the device showed none."""
+    instance = session.get(DoseInstance, instance_id)
+    if instance is None or instance.state != "pending" or instance.reminded or instance.device_id is None:
+        return None
+    instance.reminded = True
+    return instance.device_id, instance.dose_id
+
+
+def check_missed(
+    session: Session, instance_id: int, now_ms: int, policy: Policy, channels: frozenset[str]
+) -> bool:
+    """At due + grace: a dose still not taken is missed; open (or count on) the missed-dose alert."""
+    from .store import open_alert
+
+    instance = session.get(DoseInstance, instance_id)
+    if instance is None or instance.state != "pending":
+        return False
+    instance.state = "missed"
+    recent = (
+        session.scalar(
+            select(func.count())
+            .select_from(DoseInstance)
+            .where(
+                DoseInstance.client_id == instance.client_id,
+                DoseInstance.state.in_(("missed", "taken_late")),
+                DoseInstance.due_ms > now_ms - policy.repeat_miss_window_s * 1000,
+                DoseInstance.id != instance.id,
+            )
+        )
+        or 0
+    )
+    local = dt.datetime.fromtimestamp(instance.due_ms / 1000).strftime("%H:%M")
+    spec = OpenAlert(
+        "missed_dose",
+        miss_priority(recent),
+        f"Dose {instance.dose_id} due {local} not taken",
+        subject=f"dose:{instance.id}",
+    )
+    alert = open_alert(
+        session, instance.client_id, instance.device_id, spec, now_ms, now_ms, policy, channels
+    )
+    if alert is not None:
+        instance.alert_id = alert.id
+        if policy.notify_informal_carer and "email" in channels:
+            _tell_informal_carers(session, alert, instance, now_ms)
+    return True
+
+
+def apply_report(
+    session: Session,
+    device: Device,
+    report: DoseReport,
+    at_ms: int,
+    now_ms: int,
+    policy: Policy,
+    channels: frozenset[str],
+) -> bool:
+    """Apply a dispenser's dose report (due, taken, missed); return True when an alert changed."""
+    from .store import open_alert, resolve_kind
+
+    instance = _match(session, device.client_id, report, at_ms)
+    if instance is None:
+        # A dose the schedule does not know: the device's own word is all there is.
+        if report.event == "missed":
+            spec = OpenAlert(
+                "missed_dose",
+                3,
+                f"Dose {report.dose_id} not taken (reported by the dispenser)",
+                subject=f"device-dose:{report.dose_id}",
+            )
+            return (
+                open_alert(session, device.client_id, device.id, spec, at_ms, now_ms, policy, channels)
+                is not None
+            )
+        if report.event == "taken":
+            return resolve_kind(
+                session,
+                device.client_id,
+                "missed_dose",
+                "dose_taken_late",
+                f"Dose {report.dose_id} taken",
+                now_ms,
+                subject=f"device-dose:{report.dose_id}",
+            )
+        return False
+    if report.event == "due":
+        instance.reminded = True
+        return False
+    if report.event == "missed":
+        return check_missed(session, instance.id, now_ms, policy, channels)
+    # taken
+    if instance.state == "pending":
+        instance.state, instance.taken_ms = "taken", at_ms
+        return False
+    if instance.state == "missed":
+        instance.state, instance.taken_ms = "taken_late", at_ms
+        late_min = (at_ms - instance.due_ms) // 60_000
+        return resolve_kind(
+            session,
+            device.client_id,
+            "missed_dose",
+            "dose_taken_late",
+            f"Dose {instance.dose_id} taken {late_min} min after it was due",
+            now_ms,
+            subject=f"dose:{instance.id}",
+        )
+    return False
+
+
+def _match(session: Session, client_id: int, report: DoseReport, at_ms: int) -> DoseInstance | None:
+    target = report.due_ts if report.due_ts is not None else at_ms
+    candidates = session.scalars(
+        select(DoseInstance).where(
+            DoseInstance.client_id == client_id,
+            DoseInstance.dose_id == report.dose_id,
+            DoseInstance.due_ms > target - _MATCH_WINDOW_MS,
+            DoseInstance.due_ms < target + _MATCH_WINDOW_MS,
+        )
+    )
+    return min(candidates, key=lambda d: abs(d.due_ms - target), default=None)
+
+
+def _tell_informal_carers(session: Session, alert: Alert, instance: DoseInstance, now_ms: int) -> None:
+    for contact in session.scalars(
+        select(Contact).where(Contact.client_id == instance.client_id, Contact.notify_missed_dose.is_(True))
+    ):
+        if not contact.email:
+            continue
+        session.add(
+            Notification(
+                alert_id=alert.id,
+                level=0,
+                channel="email",
+                recipient=contact.email,
+                user_id=None,
+                subject=f"[carealarm] A dose was not taken: {instance.dose_id}",
+                body=f"Dear {contact.name},\n\nthe dose '{instance.dose_id}' was not taken in time. "
+                "The care station has been told and will follow up.\n",
+                state="pending",
+                attempts=0,
+                created_ms=now_ms,
+                next_try_ms=now_ms,
+            )
+        )
+        session.add(
+            AlertNote(
+                alert_id=alert.id, user_id=None, at_ms=now_ms, text=f"Informal carer {contact.name} told"
+            )
+        )

@@ -1,0 +1,171 @@
+"""What a device event means for the care station, and how each kind of alert escalates — pure tables.
+
+``decide_event`` turns one stored device event into effects (open an alert, resolve alerts, cancel an
+alarm, update a dose); ``steps_for`` says when an open alert escalates, and ``LADDER`` whom each level
+pages. The monitor's database adapter applies them; nothing here reads a clock or a database.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Final
+
+from .policy import Policy
+
+__all__ = [
+    "LADDER",
+    "CancelAlarm",
+    "DoseReport",
+    "Effect",
+    "OpenAlert",
+    "ResolveAlerts",
+    "StepPlan",
+    "decide_event",
+    "offline_priority",
+    "stock_alert",
+    "steps_for",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAlert:
+    kind: str
+    priority: int  # 1 critical, 2 high, 3 normal, 4 low
+    detail: str
+    subject: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveAlerts:
+    """Resolve the client's open alerts of ``kind`` (the problem went away by itself)."""
+
+    kind: str
+    outcome: str
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class CancelAlarm:
+    """The client cancelled the alarm with this msg_id on the device."""
+
+    alarm_msg_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class DoseReport:
+    """The dispenser reports a dose was shown as due, taken or not taken."""
+
+    dose_id: str
+    event: str
+    due_ts: int | None
+
+
+Effect = OpenAlert | ResolveAlerts | CancelAlarm | DoseReport
+
+_ALARM_LABELS: Final = {
+    "button": "Alarm button pressed",
+    "pendant": "Pendant alarm",
+    "fall": "Fall detected",
+    "smoke": "Smoke detector",
+    "bed_exit": "Out of bed",
+    "door": "Door opened",
+    "other": "Alarm",
+}
+
+# An offline alarm button leaves the client unprotected (urgent); a dispenser less so; video least.
+_OFFLINE_PRIORITY: Final = {"alarm_button": 2, "dispenser": 3, "video": 4}
+
+_DISPENSER: Final[dict[str, tuple[str, int, str]]] = {
+    "dispense_error": ("dispense_error", 2, "The dispenser could not dispense a dose"),
+    "tamper": ("tamper", 3, "The dispenser reports tampering"),
+    "lid_open": ("tamper", 3, "The dispenser lid is open"),
+}
+
+_FAULTS: Final[dict[str, tuple[str, int, str] | None]] = {
+    "power_lost": ("power", 3, "Mains power lost; running on battery"),
+    "battery_low": ("battery_low", 4, "Device battery low"),
+    "hardware": ("device_fault", 3, "Device hardware fault"),
+    "reboot": None,
+    "network": None,
+    "power_restored": None,
+}
+
+
+def offline_priority(device_kind: str) -> int:
+    return _OFFLINE_PRIORITY.get(device_kind, 3)
+
+
+def decide_event(kind: str, payload_json: str, device_kind: str) -> list[Effect]:
+    """Return what one stored device event means; an event that means nothing returns []."""
+    p = json.loads(payload_json)
+    if kind == "alarm":
+        if p.get("cancels"):
+            return [CancelAlarm(p["cancels"])]
+        return [OpenAlert("alarm", 1, _ALARM_LABELS.get(p.get("alarm_kind", "button"), "Alarm"))]
+    if kind == "dose":
+        return [DoseReport(p["dose_id"], p["event"], p.get("due_ts"))]
+    if kind == "status":
+        if p["online"]:
+            return [ResolveAlerts("offline", "back_online", "The device is back online")]
+        return [OpenAlert("offline", offline_priority(device_kind), "Device went offline (Last Will)")]
+    if kind == "dispenser":
+        if p["event"] == "stock_low":
+            return []  # needs the schedule to judge: the adapter asks stock_alert()
+        alert_kind, priority, detail = _DISPENSER[p["event"]]
+        return [OpenAlert(alert_kind, priority, detail + (f": {p['detail']}" if p.get("detail") else ""))]
+    if kind == "fault":
+        if p["fault"] == "power_restored":
+            return [ResolveAlerts("power", "power_restored", "Mains power restored")]
+        spec = _FAULTS.get(p["fault"])
+        if spec is None:
+            return []
+        alert_kind, priority, detail = spec
+        if alert_kind == "power" and device_kind == "alarm_button":
+            priority = 2
+        return [OpenAlert(alert_kind, priority, detail)]
+    return []
+
+
+def stock_alert(doses_left: int, doses_per_day: int, policy: Policy) -> OpenAlert | None:
+    """Warn when the doses left run out within ``policy.stock_warning_s``."""
+    if doses_per_day <= 0:
+        return None
+    seconds_left = doses_left * 86_400 // doses_per_day
+    if seconds_left > policy.stock_warning_s:
+        return None
+    return OpenAlert(
+        "stock_low", 3, f"Medication runs out in about {seconds_left // 3600} h ({doses_left} doses)"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StepPlan:
+    action: str  # escalate
+    level: int
+    due_ms: int
+
+
+def steps_for(kind: str, priority: int, opened_ms: int, policy: Policy) -> list[StepPlan]:
+    """The escalation timers an alert gets when it opens (all cancelled when it is acknowledged)."""
+    if kind == "alarm":
+        return [
+            StepPlan("escalate", 1, opened_ms + policy.alarm_first_escalation_s * 1000),
+            StepPlan("escalate", 2, opened_ms + policy.alarm_second_escalation_s * 1000),
+        ]
+    if kind == "missed_dose":
+        return [StepPlan("escalate", 1, opened_ms + policy.dose_alert_escalation_s * 1000)]
+    if kind == "offline" and priority <= 2:
+        return [StepPlan("escalate", 1, opened_ms + policy.offline_button_escalation_s * 1000)]
+    return []
+
+
+# Whom each escalation level pages (roles on duty). Level 0 is the console queue itself, except where a
+# kind pages someone the moment it opens.
+LADDER: Final[dict[tuple[str, int], tuple[str, ...]]] = {
+    ("alarm", 1): ("care_nurse", "supervisor"),
+    ("alarm", 2): ("supervisor", "district_nurse"),
+    ("missed_dose", 1): ("district_nurse",),
+    ("offline", 1): ("supervisor",),
+    ("visit_overdue", 0): ("supervisor", "district_nurse"),
+}

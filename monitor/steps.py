@@ -1,0 +1,117 @@
+"""Timers that survive anything: pending steps live in ``escalation_steps``; due ones are claimed and run.
+
+The database is the source of truth; the in-process scheduler only decides *when* to look. A step is
+claimed and run inside one transaction (on PostgreSQL with ``FOR UPDATE SKIP LOCKED``, so with several
+monitors each step runs once), and is marked done in that same transaction — a monitor killed mid-step
+leaves it pending, and the next monitor to look runs it, late but once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage.models import Alert, AlertChange, EscalationStep, Visit
+
+from .alerts import AlertState
+from .doses import check_missed, remind_if_needed
+from .roster import page
+from .rules import LADDER, OpenAlert
+from .store import open_alert, policy_for
+
+__all__ = ["StepRun", "due_soon", "run_due_steps"]
+
+
+@dataclass
+class StepRun:
+    ran: int = 0
+    late: int = 0  # steps that ran more than a second after their due time
+    max_late_ms: int = 0
+    alerts_changed: bool = False
+    reminders: list[tuple[str, str]] = field(default_factory=list)  # (device id, dose id)
+
+
+def run_due_steps(session: Session, now_ms: int, channels: frozenset[str], limit: int = 200) -> StepRun:
+    """Claim and run every step due at ``now_ms`` (up to ``limit``); the caller commits."""
+    query = (
+        select(EscalationStep)
+        .where(EscalationStep.state == "pending", EscalationStep.due_ms <= now_ms)
+        .order_by(EscalationStep.due_ms, EscalationStep.id)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        query = query.with_for_update(skip_locked=True)
+    out = StepRun()
+    for step in session.scalars(query).all():
+        _run(session, step, now_ms, channels, out)
+        late = now_ms - step.due_ms
+        step.state, step.done_ms, step.late_ms = "done", now_ms, late
+        out.ran += 1
+        out.max_late_ms = max(out.max_late_ms, late)
+        out.late += late > 1000
+    return out
+
+
+def due_soon(session: Session, until_ms: int) -> list[tuple[int, int]]:
+    """(step id, due ms) of every pending step due before ``until_ms``, for the in-process waker."""
+    return [
+        (i, d)
+        for i, d in session.execute(
+            select(EscalationStep.id, EscalationStep.due_ms).where(
+                EscalationStep.state == "pending", EscalationStep.due_ms < until_ms
+            )
+        )
+    ]
+
+
+def _run(session: Session, step: EscalationStep, now_ms: int, channels: frozenset[str], out: StepRun) -> None:
+    if step.action == "escalate":
+        alert = session.get(Alert, step.alert_id) if step.alert_id is not None else None
+        # An acknowledged or resolved alert has had its steps cancelled; this guards a race with that.
+        if alert is None or alert.state != AlertState.OPEN or alert.level >= step.level:
+            return
+        alert.level = step.level
+        alert.version += 1
+        session.add(AlertChange(alert_id=alert.id, at_ms=now_ms, change="escalated"))
+        page(
+            session,
+            alert,
+            LADDER.get((alert.kind, step.level), ("supervisor",)),
+            step.level,
+            now_ms,
+            channels,
+        )
+        out.alerts_changed = True
+    elif step.action == "dose_remind":
+        reminder = remind_if_needed(session, _subject_id(step))
+        if reminder is not None:
+            out.reminders.append(reminder)
+    elif step.action == "dose_check":
+        from storage.models import DoseInstance
+
+        instance = session.get(DoseInstance, _subject_id(step))
+        if instance is not None:
+            out.alerts_changed |= check_missed(
+                session, instance.id, now_ms, policy_for(session, instance.client_id), channels
+            )
+    elif step.action == "visit_check":
+        visit = session.get(Visit, _subject_id(step))
+        if visit is not None and visit.state == "underway":
+            policy = policy_for(session, visit.client_id)
+            minutes = (now_ms - visit.sent_ms) // 60_000
+            spec = OpenAlert(
+                "visit_overdue",
+                2,
+                f"{visit.visitor} not yet arrived after {minutes} min",
+                subject=f"visit:{visit.id}",
+            )
+            out.alerts_changed |= (
+                open_alert(session, visit.client_id, None, spec, now_ms, now_ms, policy, channels) is not None
+            )
+
+
+def _subject_id(step: EscalationStep) -> int:
+    """The row id in a subject like ``dose:17`` or ``visit:3``."""
+    return int((step.subject or "x:0").split(":", 1)[1])
