@@ -1,0 +1,321 @@
+"""The monitor's behaviours on SQLite and PostgreSQL, with a simulated clock: policies, doses, cancels,
+maintenance windows, silent devices, visits and paging."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy import select
+
+from central.auth import hash_password
+from monitor.alerts import Action
+from monitor.devices import judge_device
+from monitor.doses import due_times, miss_priority, plan_doses
+from monitor.policy import DEFAULT_POLICY, PolicyError, merge_policy
+from monitor.steps import run_due_steps
+from monitor.store import apply_action, handle_pending_events
+from monitor.visits import confirm_arrival, send_visit
+from storage.db import SessionFactory
+from storage.models import (
+    Alert,
+    AlertNote,
+    Contact,
+    Device,
+    DeviceEvent,
+    DoseInstance,
+    DutyShift,
+    MaintenanceWindow,
+    MedicationDose,
+    Notification,
+    Policy,
+    Suppression,
+)
+from storage.registry import add_client, add_device, add_user
+
+T0 = 1_800_000_000_000
+EMAIL = frozenset({"email"})
+AMS = ZoneInfo("Europe/Amsterdam")
+
+
+class World:
+    """One client with an alarm button and a dispenser, and staff on duty; time moves when told."""
+
+    def __init__(self, sessions: SessionFactory) -> None:
+        self.sessions = sessions
+        self.now = T0
+        self.seq = 0
+        with sessions.begin() as s:
+            client = add_client(s, name="Mevr. Jansen", district="Zuid", now_ms=T0)
+            self.client_id = client.id
+            add_device(s, device_id="btn", client_id=client.id, kind="alarm_button", now_ms=T0)
+            add_device(s, device_id="med", client_id=client.id, kind="dispenser", now_ms=T0)
+            for username, role, district in (
+                ("nurse", "care_nurse", ""),
+                ("sup", "supervisor", ""),
+                ("wijk", "district_nurse", "Zuid"),
+            ):
+                user = add_user(
+                    s,
+                    username=username,
+                    display_name=username,
+                    role=role,
+                    district=district,
+                    password_hash=hash_password("x"),
+                    now_ms=T0,
+                )
+                user.email = f"{username}@example.org"
+                s.add(DutyShift(user_id=user.id, role=role, district=district, starts_ms=0, ends_ms=2 * T0))
+
+    def event(self, device: str, kind: str, body: dict[str, object]) -> str:
+        self.seq += 1
+        msg_id = f"m{self.seq}"
+        with self.sessions.begin() as s:
+            s.add(
+                DeviceEvent(
+                    device_id=device,
+                    msg_id=msg_id,
+                    kind=kind,
+                    device_ts_ms=self.now,
+                    received_ms=self.now,
+                    payload=json.dumps({"msg_id": msg_id, "ts": self.now, **body}),
+                )
+            )
+        self.handle()
+        return msg_id
+
+    def handle(self) -> None:
+        with self.sessions.begin() as s:
+            handle_pending_events(s, self.now, EMAIL)
+
+    def tick(self, seconds: float) -> None:
+        self.now += int(seconds * 1000)
+        with self.sessions.begin() as s:
+            run_due_steps(s, self.now, EMAIL, limit=1000)
+
+    def alerts(self, kind: str | None = None) -> list[Alert]:
+        with self.sessions() as s:
+            q = select(Alert).order_by(Alert.id)
+            return list(s.scalars(q.where(Alert.kind == kind) if kind else q))
+
+    def mails(self) -> list[str]:
+        with self.sessions() as s:
+            return [
+                n.recipient
+                for n in s.scalars(
+                    select(Notification).where(Notification.channel == "email").order_by(Notification.id)
+                )
+            ]
+
+    def set_policy(self, **overrides: object) -> None:
+        with self.sessions.begin() as s:
+            s.add(Policy(client_id=None, settings=json.dumps(overrides), updated_ms=T0))
+
+
+@pytest.fixture
+def world(sessions: SessionFactory) -> World:
+    return World(sessions)
+
+
+def test_alarm_pages_nurses_and_supervisor_at_60_s_then_district_at_180_s(world: World) -> None:
+    """Unanswered: level 1 at 60 s (care nurses + supervisor), level 2 at 180 s (supervisor + district)."""
+    world.event("btn", "alarm", {})
+    world.tick(59)
+    assert world.alerts("alarm")[0].level == 0 and world.mails() == []
+    world.tick(2)
+    assert world.alerts("alarm")[0].level == 1
+    assert sorted(world.mails()) == ["nurse@example.org", "sup@example.org"]
+    world.tick(120)
+    assert world.alerts("alarm")[0].level == 2
+    assert sorted(world.mails()[2:]) == ["sup@example.org", "wijk@example.org"]
+
+
+def test_acknowledged_alarm_does_not_escalate(world: World) -> None:
+    """Acknowledged at 30 s: no step runs later and nobody is paged; the answer time is 30 s."""
+    world.event("btn", "alarm", {})
+    world.tick(30)
+    with world.sessions.begin() as s:
+        apply_action(
+            s, alert_id=world.alerts()[0].id, action=Action.ACKNOWLEDGE, actor_id=None, now_ms=world.now
+        )
+    world.tick(300)
+    alert = world.alerts("alarm")[0]
+    assert (alert.level, world.mails(), alert.acknowledged_ms - alert.opened_ms) == (0, [], 30_000)
+
+
+def test_cancel_inside_the_pre_alarm_window_closes_the_alarm(world: World) -> None:
+    """The client cancels 10 s after pressing: the alarm is resolved as cancelled, with a note."""
+    msg = world.event("btn", "alarm", {})
+    world.tick(10)
+    world.event("btn", "alarm", {"cancels": msg})
+    alert = world.alerts("alarm")[0]
+    assert (alert.state, alert.outcome) == ("resolved", "cancelled_by_client")
+
+
+def test_cancel_after_the_window_leaves_the_alarm_open(world: World) -> None:
+    """A cancel 45 s after the press (window 30 s) keeps the alarm open and notes the cancel."""
+    msg = world.event("btn", "alarm", {})
+    world.now += 45_000
+    world.event("btn", "alarm", {"cancels": msg})
+    assert world.alerts("alarm")[0].state == "open"
+    with world.sessions() as s:
+        assert "outside the pre-alarm window" in s.scalars(select(AlertNote.text)).one()
+
+
+def test_maintenance_window_records_instead_of_alerting(world: World) -> None:
+    """While the client is in hospital, a device going offline is recorded, not alerted."""
+    with world.sessions.begin() as s:
+        s.add(
+            MaintenanceWindow(
+                client_id=world.client_id, starts_ms=T0 - 1, ends_ms=T0 + 3_600_000, reason="in hospital"
+            )
+        )
+    world.event("med", "status", {"online": False})
+    assert world.alerts() == []
+    with world.sessions() as s:
+        assert [x.kind for x in s.scalars(select(Suppression))] == ["offline"]
+
+
+def test_device_offline_and_back(world: World) -> None:
+    """Last Will: an offline alarm button is an urgent alert; back online resolves it."""
+    world.event("btn", "status", {"online": False})
+    [alert] = world.alerts("offline")
+    assert alert.priority == 2
+    world.event("btn", "status", {"online": True})
+    assert world.alerts("offline")[0].outcome == "back_online"
+
+
+def test_silent_device_judgement() -> None:
+    """Silent after 2 missed intervals; never connected after the grace; battery with hysteresis."""
+    p = DEFAULT_POLICY
+    base = {"online": True, "interval_s": 60, "created_ms": 0, "battery": 50, "policy": p}
+    assert not judge_device(last_seen_ms=T0, now_ms=T0 + 119_000, **base).silent  # type: ignore[arg-type]
+    assert judge_device(last_seen_ms=T0, now_ms=T0 + 121_000, **base).silent  # type: ignore[arg-type]
+    never = judge_device(
+        last_seen_ms=None,
+        online=None,
+        interval_s=None,
+        created_ms=T0,
+        battery=None,
+        now_ms=T0 + 3_600_001,
+        policy=p,
+    )
+    assert never.never_connected
+    assert judge_device(
+        last_seen_ms=T0, online=True, interval_s=60, created_ms=0, battery=20, now_ms=T0, policy=p
+    ).battery_low
+
+
+def test_policy_defaults_ranges_and_overrides() -> None:
+    """Grace defaults to 45 min, stays within 15-75 min; a client's override beats the organisation's."""
+    assert DEFAULT_POLICY.dose_grace_s == 45 * 60
+    with pytest.raises(PolicyError, match="dose_grace_s"):
+        merge_policy(json.dumps({"dose_grace_s": 5 * 60}))
+    with pytest.raises(PolicyError, match="unknown"):
+        merge_policy(json.dumps({"grace": 1}))
+    merged = merge_policy(json.dumps({"dose_grace_s": 75 * 60}), json.dumps({"dose_grace_s": 15 * 60}))
+    assert merged.dose_grace_s == 15 * 60
+
+
+def test_due_times_follow_local_time_across_dst() -> None:
+    """08:00 in Amsterdam is 07:00 UTC in winter and 06:00 UTC in summer."""
+    winter = int(dt.datetime(2026, 12, 1, 0, 0, tzinfo=dt.UTC).timestamp() * 1000)
+    summer = int(dt.datetime(2026, 7, 1, 0, 0, tzinfo=dt.UTC).timestamp() * 1000)
+    [w] = due_times("08:00", winter, winter + 86_400_000, AMS)
+    [s] = due_times("08:00", summer, summer + 86_400_000, AMS)
+    assert dt.datetime.fromtimestamp(w / 1000, dt.UTC).hour == 7
+    assert dt.datetime.fromtimestamp(s / 1000, dt.UTC).hour == 6
+
+
+def _schedule_dose(world: World, at_ms: int) -> None:
+    local = dt.datetime.fromtimestamp(at_ms / 1000, AMS).strftime("%H:%M")
+    with world.sessions.begin() as s:
+        s.add(MedicationDose(client_id=world.client_id, device_id="med", dose_id="morning", at=local))
+        s.add(
+            Contact(
+                client_id=world.client_id,
+                name="Dochter Els",
+                relation="informal_carer",
+                email="els@example.org",
+                notify_missed_dose=True,
+            )
+        )
+    with world.sessions.begin() as s:
+        assert plan_doses(s, world.now, AMS, {world.client_id: 45 * 60}) >= 1
+
+
+def test_missed_dose_flow_remind_alert_escalate_and_late_taken(world: World) -> None:
+    """Due: a remind command; 45 min untaken: an alert (and the informal carer told); 15 min later the
+    district nurse; taken late: the alert is resolved with a note and the dose stays counted as missed."""
+    world.set_policy(notify_informal_carer=True)
+    due = world.now - world.now % 60_000 + 120_000
+    _schedule_dose(world, due)
+    world.now = due - 1
+    with world.sessions.begin() as s:
+        remind = run_due_steps(s, due, EMAIL)
+    world.now = due
+    assert remind.reminders == [("med", "morning")]
+    world.tick(45 * 60)
+    [alert] = world.alerts("missed_dose")
+    assert alert.priority == 3 and "els@example.org" in world.mails()
+    world.tick(15 * 60 + 1)
+    assert world.alerts("missed_dose")[0].level == 1 and "wijk@example.org" in world.mails()
+    world.event("med", "dose", {"event": "taken", "dose_id": "morning", "due_ts": due})
+    alert = world.alerts("missed_dose")[0]
+    assert (alert.state, alert.outcome) == ("resolved", "dose_taken_late")
+    with world.sessions() as s:
+        assert s.scalars(select(DoseInstance.state).where(DoseInstance.due_ms == due)).one() == "taken_late"
+        assert any("min after it was due" in n for n in s.scalars(select(AlertNote.text)))
+
+
+def test_dose_taken_in_time_raises_nothing(world: World) -> None:
+    """A dose taken within the grace period raises no alert and sends no remind command."""
+    due = world.now - world.now % 60_000 + 120_000
+    _schedule_dose(world, due)
+    world.now = due
+    world.event("med", "dose", {"event": "due", "dose_id": "morning", "due_ts": due})
+    world.tick(600)
+    world.event("med", "dose", {"event": "taken", "dose_id": "morning", "due_ts": due})
+    world.tick(3600)
+    assert world.alerts("missed_dose") == []
+
+
+def test_repeated_misses_raise_the_priority() -> None:
+    """First miss normal, second high, third and later critical."""
+    assert [miss_priority(n) for n in range(4)] == [3, 2, 1, 1]
+
+
+def test_visit_overdue_then_arrival(world: World) -> None:
+    """A nurse sent with a 30 min target: at 30 min an overdue alert; arrival resolves it."""
+    world.event("btn", "alarm", {})
+    alarm = world.alerts("alarm")[0]
+    with world.sessions.begin() as s:
+        apply_action(s, alert_id=alarm.id, action=Action.ACKNOWLEDGE, actor_id=None, now_ms=world.now)
+        visit = send_visit(
+            s, alert_id=alarm.id, visitor="Wijkverpleegkundige Fatima", user_id=None, now_ms=world.now
+        )
+        visit_id = visit.id
+    world.tick(30 * 60 + 1)
+    [overdue] = world.alerts("visit_overdue")
+    assert "not yet arrived" in overdue.detail
+    with world.sessions.begin() as s:
+        confirm_arrival(s, visit_id=visit_id, user_id=None, now_ms=world.now)
+    assert world.alerts("visit_overdue")[0].outcome == "nurse_arrived"
+
+
+def test_stock_low_72_hours(world: World) -> None:
+    """A dispenser with 5 doses left at 2 doses a day (60 h) raises a stock alert."""
+    with world.sessions.begin() as s:
+        for i, at in enumerate(("08:00", "20:00")):
+            s.add(MedicationDose(client_id=world.client_id, device_id="med", dose_id=f"d{i}", at=at))
+    world.event("med", "dispenser", {"event": "stock_low", "doses_left": 5})
+    assert "runs out in about 60 h" in world.alerts("stock_low")[0].detail
+
+
+def test_device_row_unchanged_by_monitor_without_cause(world: World) -> None:
+    """Handling events leaves the device rows alone (liveness is the gateway's)."""
+    world.event("btn", "alarm", {})
+    with world.sessions() as s:
+        assert s.get(Device, "btn").online is None  # type: ignore[union-attr]
