@@ -16,6 +16,7 @@ from fastapi.staticfiles import StaticFiles
 from storage.db import SessionFactory
 
 from .auth import FailureLimiter
+from .calls.routes import router as calls_router
 from .feed import Broadcaster
 from .routes import router
 
@@ -61,6 +62,7 @@ def create_app(ctx: CentralContext) -> FastAPI:
     )
     app.state.ctx = ctx
     app.include_router(router)
+    app.include_router(calls_router)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

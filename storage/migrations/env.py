@@ -2,6 +2,7 @@
 
 from alembic import context
 
+import central.calls.models  # noqa: F401  (the calls tables join Base.metadata)
 from storage.models import Base
 
 connection = context.config.attributes["connection"]

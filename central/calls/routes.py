@@ -1,0 +1,309 @@
+"""Calls API: start a call, the console's calls feed, the signalling sockets, consent and the timeline."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel, Field
+
+from ..auth import COOKIE_NAME, SignedInUser, user_for_token
+from ..routes import ConsoleUser, CurrentUser
+from . import store
+from .ring import RingPublisher
+from .signalling import MAX_MESSAGE_CHARS, CallHub, CallRefused, CallsConfig, LiveCall
+from .state import Side
+
+__all__ = ["router"]
+
+# The console roles of central.routes: they may call, take calls and watch the calls feed.
+_CONSOLE_ROLES = frozenset({"care_nurse", "supervisor", "admin"})
+# Recording what a client agreed to is done by the staff who discuss it with them.
+_CONSENT_ROLES = frozenset({"district_nurse", "supervisor", "admin"})
+# A device that opens a socket and says nothing is dropped after this long.
+_AUTH_TIMEOUT_S = 10.0
+# The consoles' calls feed pings this often so a dead connection is noticed.
+_PING_S = 15.0
+
+
+@contextlib.asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    ctx = app.state.ctx
+    config: CallsConfig = getattr(app.state, "calls_config", None) or CallsConfig()
+    if config.clock_ms is None:
+        config = dataclasses.replace(config, clock_ms=ctx.clock_ms)
+    publisher = None
+    if config.ring is None and config.mqtt is not None:
+        publisher = RingPublisher(config.mqtt)
+        publisher.start()
+        config = dataclasses.replace(config, ring=publisher.send)
+    hub = CallHub(ctx.sessions, config)
+    app.state.calls_hub = hub
+    stop = asyncio.Event()
+    task = asyncio.create_task(hub.run(stop), name="calls-ticker")
+    try:
+        yield
+    finally:
+        stop.set()
+        await hub.shutdown()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        if publisher is not None:
+            publisher.stop()
+
+
+router = APIRouter(lifespan=_lifespan)
+
+
+def _hub(request: Request) -> CallHub:
+    hub: CallHub = request.app.state.calls_hub
+    return hub
+
+
+Hub = Annotated[CallHub, Depends(_hub)]
+
+
+class StartCall(BaseModel):
+    client_id: int
+    kind: Literal["video", "monitoring"] = "video"
+
+
+class ConsentBody(BaseModel):
+    monitoring_allowed: bool = Field(description="video monitoring without answering (always signalled)")
+    auto_answer: bool = Field(description="the device answers the care station's calls by itself")
+
+
+def _consent_view(consent: store.Consent) -> dict[str, Any]:
+    return dataclasses.asdict(consent)
+
+
+@router.post("/api/calls", status_code=201, tags=["calls"])
+async def start_call(body: StartCall, hub: Hub, user: ConsoleUser) -> dict[str, Any]:
+    """Call a client's video device (it rings), or start monitoring where consent is recorded."""
+    try:
+        return await hub.start_outbound(
+            client_id=body.client_id, kind=body.kind, nurse_id=user.id, nurse_name=user.display_name
+        )
+    except CallRefused as exc:
+        raise HTTPException(status_code=exc.status, detail=exc.detail) from None
+
+
+@router.get("/api/calls/active", tags=["calls"])
+def active_calls(hub: Hub, _user: ConsoleUser) -> list[dict[str, Any]]:
+    """Calls not yet ended; incoming ones (direction inbound, state ringing) wait for a nurse."""
+    return hub.active()
+
+
+@router.get("/api/calls/config", tags=["calls"])
+def call_config(hub: Hub, _user: ConsoleUser) -> dict[str, Any]:
+    """The STUN/TURN servers the browser must use (also sent in each call's hello)."""
+    return {"ice_servers": hub.config.ice_servers}
+
+
+@router.get("/api/clients/{client_id}/video", tags=["calls"])
+def client_video(client_id: int, request: Request, _user: ConsoleUser) -> dict[str, Any]:
+    """The client's video device and recorded consent, for the call page."""
+    with request.app.state.ctx.sessions() as session:
+        callee = store.callee_for_client(session, client_id)
+    if callee is None:
+        raise HTTPException(status_code=404, detail=f"client {client_id} has no video device")
+    return {
+        "client_id": callee.client_id,
+        "client_name": callee.client_name,
+        "device_id": callee.device_id,
+        "consent": _consent_view(callee.consent),
+    }
+
+
+@router.get("/api/clients/{client_id}/calls", tags=["calls"])
+def client_calls(client_id: int, request: Request, _user: CurrentUser) -> list[dict[str, Any]]:
+    """The client's calls and monitoring sessions, newest first: outcome, duration, quality."""
+    with request.app.state.ctx.sessions() as session:
+        return store.timeline(session, client_id)
+
+
+@router.get("/api/clients/{client_id}/video-consent", tags=["calls"])
+def get_consent(client_id: int, request: Request, _user: CurrentUser) -> dict[str, Any]:
+    with request.app.state.ctx.sessions() as session:
+        return _consent_view(store.consent_for(session, client_id))
+
+
+@router.put("/api/clients/{client_id}/video-consent", tags=["calls"])
+def put_consent(client_id: int, body: ConsentBody, request: Request, user: CurrentUser) -> dict[str, Any]:
+    """Record what the client agreed to (who recorded it and when are kept)."""
+    if user.role not in _CONSENT_ROLES:
+        raise HTTPException(status_code=403, detail=f"the role {user.role} may not record consent")
+    ctx = request.app.state.ctx
+    from storage.models import Client
+
+    with ctx.sessions.begin() as session:
+        if session.get(Client, client_id) is None:
+            raise HTTPException(status_code=404, detail=f"no client {client_id}")
+        consent = store.record_consent(
+            session,
+            client_id=client_id,
+            monitoring_allowed=body.monitoring_allowed,
+            auto_answer=body.auto_answer,
+            user_id=user.id,
+            now_ms=ctx.clock_ms(),
+        )
+    return _consent_view(consent)
+
+
+# -- WebSockets ---------------------------------------------------------------------------------------
+
+
+class _WsPeer:
+    def __init__(self, websocket: WebSocket) -> None:
+        self._ws = websocket
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self._ws.send_json(message)
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.close(code=code, reason=reason)
+
+
+async def _receive(websocket: WebSocket) -> dict[str, Any] | None:
+    """The next JSON object from the socket; None for a message that is not one (it is skipped)."""
+    text = await websocket.receive_text()
+    if len(text) > MAX_MESSAGE_CHARS:
+        return None
+    try:
+        body = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+async def _ws_user(websocket: WebSocket) -> SignedInUser | None:
+    token = websocket.cookies.get(COOKIE_NAME)
+    if not token:
+        return None
+    ctx = websocket.app.state.ctx
+
+    def read() -> SignedInUser | None:
+        with ctx.sessions() as session:
+            return user_for_token(session, token, ctx.clock_ms())
+
+    return await asyncio.to_thread(read)
+
+
+async def _refuse(websocket: WebSocket, code: int, detail: str) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.send_json({"type": "error", "detail": detail})
+        await websocket.close(code=code, reason=detail[:120])
+
+
+async def _serve(hub: CallHub, live: LiveCall, side: Side, websocket: WebSocket, peer: _WsPeer) -> None:
+    try:
+        while True:
+            message = await _receive(websocket)
+            if message is None:
+                await peer.send({"type": "error", "detail": "messages are JSON objects"})
+                continue
+            await hub.handle(live, side, peer, message)
+    except (WebSocketDisconnect, RuntimeError):  # RuntimeError: the hub closed it after the end
+        pass
+    finally:
+        await hub.detach(live, side, peer)
+
+
+@router.websocket("/api/calls/{call_id}/nurse")
+async def nurse_socket(websocket: WebSocket, call_id: str) -> None:
+    """The nurse's signalling for one call (session cookie; the caller, or anyone taking an inbound one)."""
+    hub: CallHub = websocket.app.state.calls_hub
+    await websocket.accept()
+    user = await _ws_user(websocket)
+    if user is None or user.role not in _CONSOLE_ROLES:
+        await _refuse(websocket, 4401, "not signed in")
+        return
+    if not hub.claim(call_id, user.id, user.display_name):
+        await _refuse(websocket, 4404, "no such call in progress, or another nurse has it")
+        return
+    peer = _WsPeer(websocket)
+    live = await hub.attach(call_id, "nurse", peer)
+    if live is not None:
+        await _serve(hub, live, "nurse", websocket, peer)
+
+
+@router.websocket("/api/calls/{call_id}/device")
+async def device_socket(websocket: WebSocket, call_id: str) -> None:
+    """The device's signalling for a call it was rung for; the first message carries the ring's token."""
+    hub: CallHub = websocket.app.state.calls_hub
+    await websocket.accept()
+    try:
+        first = await asyncio.wait_for(_receive(websocket), timeout=_AUTH_TIMEOUT_S)
+    except (TimeoutError, WebSocketDisconnect):
+        return
+    token = first.get("token") if first else None
+    if not isinstance(token, str) or not hub.device_token_ok(call_id, token):
+        await _refuse(websocket, 4401, "unknown call or wrong token")
+        return
+    peer = _WsPeer(websocket)
+    live = await hub.attach(call_id, "client", peer)
+    if live is not None:
+        await _serve(hub, live, "client", websocket, peer)
+
+
+@router.websocket("/api/device/calls")
+async def device_call(websocket: WebSocket) -> None:
+    """A client calls the care station: the device signs in with its broker credentials, then signals."""
+    hub: CallHub = websocket.app.state.calls_hub
+    ctx = websocket.app.state.ctx
+    await websocket.accept()
+    try:
+        first = await asyncio.wait_for(_receive(websocket), timeout=_AUTH_TIMEOUT_S)
+    except (TimeoutError, WebSocketDisconnect):
+        return
+    device_id = first.get("device_id") if first else None
+    password = first.get("password") if first else None
+    if not isinstance(device_id, str) or not isinstance(password, str):
+        await _refuse(websocket, 4401, "send device_id and password first")
+        return
+
+    def check() -> bool:
+        with ctx.sessions() as session:
+            return store.verify_device_password(session, device_id, password)
+
+    if not await asyncio.to_thread(check):
+        await _refuse(websocket, 4401, "unknown device or wrong password")
+        return
+    try:
+        live = await hub.start_inbound(device_id)
+    except CallRefused as exc:
+        await _refuse(websocket, 4409, exc.detail)
+        return
+    peer = _WsPeer(websocket)
+    if await hub.attach(live.call.id, "client", peer) is not None:
+        await _serve(hub, live, "client", websocket, peer)
+
+
+@router.websocket("/api/calls/live")
+async def calls_feed(websocket: WebSocket) -> None:
+    """The console's calls feed: every active call now, then the whole list again after each change."""
+    hub: CallHub = websocket.app.state.calls_hub
+    await websocket.accept()
+    user = await _ws_user(websocket)
+    if user is None or user.role not in _CONSOLE_ROLES:
+        await _refuse(websocket, 4401, "not signed in")
+        return
+    queue = hub.watch()
+    try:
+        await websocket.send_json({"type": "calls", "calls": hub.active()})
+        while True:
+            try:
+                message = await asyncio.wait_for(queue.get(), timeout=_PING_S)
+            except TimeoutError:
+                message = {"type": "ping"}
+            await websocket.send_json(message)
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        hub.unwatch(queue)
