@@ -116,6 +116,7 @@ class Monitor:
         self.metrics.max_late_ms = max(self.metrics.max_late_ms, run.max_late_ms)
         if run.late:
             log.warning("monitor: %d step(s) ran late (up to %d ms)", run.late, run.max_late_ms)
+
         for device_id, dose_id in run.reminders:
             self._send_reminder(device_id, dose_id)
         if run.alerts_changed:
@@ -232,8 +233,8 @@ class Monitor:
                 await _sleep_or_stop(stop, delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            if isinstance(did, int) and did and wake is self._wake_events:
-                continue  # there may be more
+            if isinstance(did, int) and did:
+                continue  # there may be more (events, due steps)
             await _wait_any(stop, wake, interval_s)
 
 

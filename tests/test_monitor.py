@@ -319,3 +319,27 @@ def test_device_row_unchanged_by_monitor_without_cause(world: World) -> None:
     world.event("btn", "alarm", {})
     with world.sessions() as s:
         assert s.get(Device, "btn").online is None  # type: ignore[union-attr]
+
+
+def test_escalations_go_before_a_peak_of_dose_reminders(world: World) -> None:
+    """600 reminders due at 08:00 and an alarm escalation due a second later: the escalation runs first."""
+    from storage.models import EscalationStep
+
+    world.event("btn", "alarm", {})
+    with world.sessions.begin() as s:
+        s.add_all(
+            EscalationStep(
+                subject=f"dose:{100_000 + i}",
+                action="dose_remind",
+                level=0,
+                due_ms=world.now,
+                state="pending",
+                created_ms=world.now,
+            )
+            for i in range(600)
+        )
+    world.now += 61_000
+    with world.sessions.begin() as s:
+        run = run_due_steps(s, world.now, EMAIL, limit=100)
+    assert run.ran == 100
+    assert world.alerts("alarm")[0].level == 1
