@@ -67,6 +67,15 @@ def seed_demo(session: Session, fleet_file: Path, now_ms: int) -> bool:
                 label="Alarm pendant",
                 now_ms=now_ms,
             )
+            if i <= 3:  # beeldzorg: a tablet for video contact with the care station
+                add_device(
+                    session,
+                    device_id=f"tv-{i:03d}",
+                    client_id=client.id,
+                    kind="video",
+                    label="Video tablet",
+                    now_ms=now_ms,
+                )
             if has_dispenser:
                 add_device(
                     session,

@@ -181,12 +181,22 @@ async def run(settings: Settings, options: RunOptions) -> None:
 
         fleet = load_fleet(settings.data_dir / "fleet.json")
         device_broker = MqttConfig(mqtt.host, mqtt.port, tls=mqtt.tls)
+        sensors = [c for c in fleet if c.kind != "video"]  # video endpoints have their own runtime
         tasks.append(
             asyncio.create_task(
-                _discard(run_fleet(fleet, device_broker, stop, alarm_every_s=options.alarm_every_s)),
+                _discard(run_fleet(sensors, device_broker, stop, alarm_every_s=options.alarm_every_s)),
                 name="simulator",
             )
         )
+        if "central" in options.components and any(c.kind == "video" for c in fleet):
+            from devices.video.fleet import run_video_devices
+
+            central_url = f"http://{settings.http_host}:{settings.http_port}"
+            tasks.append(
+                asyncio.create_task(
+                    run_video_devices(fleet, device_broker, central_url, stop), name="video-devices"
+                )
+            )
 
     if server is not None:
         while not server.started and not central_task.done():

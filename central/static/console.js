@@ -52,6 +52,7 @@ function showConsole(user) {
   $("who").hidden = false;
   $("who-name").textContent = `${user.display_name} (${user.role.replace("_", " ")})`;
   connect();
+  watchCalls();
 }
 
 function setConn(up, text) {
@@ -171,6 +172,10 @@ function row(a, inProgress) {
   if (a.level > 0) what.append(" ", span("escalated", `escalated · level ${a.level}`));
   if (inProgress) cell(tr, span("", a.acknowledged_by || "—"));
   const actions = cell(tr);
+  const tools = document.createElement("span");
+  tools.className = "tools";
+  tools.append(link(`/static/call.html?client=${a.client.id}`, "Video call", "_blank"));
+  actions.append(tools, " ");
   if (!inProgress) {
     const b = document.createElement("button");
     b.className = "primary";
@@ -190,6 +195,37 @@ function row(a, inProgress) {
     actions.append(sel, " ", b);
   }
   return tr;
+}
+
+function link(href, text, target) {
+  const el = document.createElement("a");
+  el.href = href;
+  el.textContent = text;
+  el.className = "tool";
+  if (target) { el.target = target; el.rel = "noopener"; }
+  return el;
+}
+
+// Incoming video calls from clients: any nurse on duty can take one; the first to take it gets it.
+function watchCalls() {
+  const proto = location.protocol === "https:" ? "wss:" : "ws:";
+  const ws = new WebSocket(`${proto}//${location.host}/api/calls/live`);
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.type !== "calls") return;
+    const ringing = msg.calls.filter((c) => c.direction === "inbound" && c.state === "ringing");
+    const box = $("incoming");
+    box.replaceChildren(...ringing.map((c) => {
+      const div = document.createElement("div");
+      div.className = "incoming-call";
+      div.append(span("", `Incoming video call from ${c.client_name} `),
+        link(`/static/call.html?call=${encodeURIComponent(c.id)}`, "Take call", "_blank"));
+      return div;
+    }));
+    box.hidden = ringing.length === 0;
+    if (ringing.length) beep();
+  };
+  ws.onclose = (ev) => { if (ev.code !== 4401 && !$("console").hidden) setTimeout(watchCalls, 2000); };
 }
 
 async function acknowledge(id) {
