@@ -73,6 +73,9 @@ class Gateway:
         self._clock_ms = clock_ms
         self._liveness_flush_s = liveness_flush_s
         self._limiter = rate_limiter or RateLimiter()
+        # Alarms have a bucket of their own: a device that resends a backlog of reports after a network
+        # outage must never have its alarm refused (or wait) because of them.
+        self._alarm_limiter = RateLimiter(rate=1.0, burst=100.0) if rate_limiter is None else rate_limiter
         self._limiter_lock = threading.Lock()
         self._queue: queue.PriorityQueue[tuple[int, int, Inbound]] = queue.PriorityQueue()
         self._seq = itertools.count()
@@ -125,8 +128,9 @@ class Gateway:
         refused = None
         parts = msg.topic.split("/")
         if len(parts) == 5:
+            limiter = self._alarm_limiter if parts[4] in PRIORITY_KINDS else self._limiter
             with self._limiter_lock:
-                if not self._limiter.allow(parts[3], time.monotonic()):
+                if not limiter.allow(parts[3], time.monotonic()):
                     refused = "rate_limited"
         inbound = Inbound(
             msg.topic,

@@ -549,3 +549,19 @@ def test_standalone_gateway_serves_metrics(broker: EmbeddedBroker, tmp_path: Pat
 
 
 _ = paho  # the Publisher's client type
+
+
+def test_reports_backlog_does_not_rate_limit_an_alarm() -> None:
+    """A device that used up its report bucket can still raise an alarm (alarms have their own bucket)."""
+    gw = Gateway(mqtt=MqttConfig("127.0.0.1", 1), sessions=None, name="limits")  # type: ignore[arg-type]
+
+    class Msg:
+        def __init__(self, topic: str, mid: int) -> None:
+            self.topic, self.payload, self.mid, self.qos, self.retain = topic, b"{}", mid, 1, False
+
+    for i in range(200):
+        gw._on_message(gw._links[1], Msg("carealarm/v1/devices/d1/dose", i))  # type: ignore[arg-type]
+    gw._on_message(gw._links[0], Msg("carealarm/v1/devices/d1/alarm", 999))  # type: ignore[arg-type]
+    batch = gw._take_batch()
+    assert batch[0].topic.endswith("/alarm") and batch[0].refused is None
+    assert sum(1 for b in batch if b.refused == "rate_limited") >= 100
