@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 import time
 from pathlib import Path
 
+from sqlalchemy.orm import Session
+
+from monitor.policy import PolicyError, merge_policy
 from storage.db import make_engine, make_session_factory, upgrade
 from storage.registry import (
     DEVICE_KINDS,
@@ -29,7 +33,7 @@ from .settings import Settings
 
 __all__ = ["ADMIN_COMMANDS", "add_admin_commands", "run_admin"]
 
-ADMIN_COMMANDS = frozenset({"clients", "devices", "users", "broker-export"})
+ADMIN_COMMANDS = frozenset({"clients", "devices", "users", "broker-export", "policy"})
 _ROLES = ("care_nurse", "district_nurse", "supervisor", "admin")
 
 
@@ -71,6 +75,20 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     u_add.add_argument("--email", default=None)
     u_add.add_argument("--password-stdin", action="store_true")
 
+    policy = sub.add_parser(
+        "policy",
+        help="show or change escalation policies",
+        description="Show the effective escalation policy (of the organisation, or of one client), or set "
+        "overrides as NAME=VALUE (seconds, counts, true/false). Each value is checked against its "
+        "allowed range; docs/escalation.md lists them with their defaults and sources.",
+    )
+    p_sub = policy.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p_show = p_sub.add_parser("show", help="print the effective policy as JSON")
+    p_show.add_argument("--client", type=int, default=None, metavar="CLIENT_ID")
+    p_set = p_sub.add_parser("set", help="set overrides, e.g. dose_grace_s=3600")
+    p_set.add_argument("--client", type=int, default=None, metavar="CLIENT_ID")
+    p_set.add_argument("assignments", nargs="+", metavar="NAME=VALUE")
+
     export = sub.add_parser(
         "broker-export",
         help="write Mosquitto password and ACL files for an external broker",
@@ -106,6 +124,8 @@ def run_admin(args: argparse.Namespace, settings: Settings) -> int:
                 )
                 print(f"device {device.id} provisioned for client {device.client_id}")
                 print(f"MQTT user name: {device.id}\nMQTT password:  {password}   (shown once; keep it safe)")
+            elif args.command == "policy":
+                _policy(session, args, now_ms)
             elif args.command == "users":
                 password = _read_password(args.password_stdin)
                 from central.auth import hash_password
@@ -122,7 +142,7 @@ def run_admin(args: argparse.Namespace, settings: Settings) -> int:
                 user.email = args.email
                 print(f"user {user.username} ({user.role}) added")
             hashes = device_password_hashes(session)
-    except RegistryError as exc:
+    except (RegistryError, PolicyError) as exc:
         print(f"carealarm: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -140,6 +160,36 @@ def run_admin(args: argparse.Namespace, settings: Settings) -> int:
             "install them and send the broker SIGHUP"
         )
     return 0
+
+
+def _policy(session: Session, args: argparse.Namespace, now_ms: int) -> None:
+    from dataclasses import asdict
+
+    from sqlalchemy import select
+
+    from monitor.store import policy_for
+    from storage.models import Policy as PolicyRow
+
+    if args.action == "set":
+        row = session.scalars(
+            select(PolicyRow).where(
+                PolicyRow.client_id.is_(None) if args.client is None else PolicyRow.client_id == args.client
+            )
+        ).first()
+        current = json.loads(row.settings) if row else {}
+        for assignment in args.assignments:
+            name, _, raw = assignment.partition("=")
+            try:
+                current[name] = json.loads(raw)
+            except json.JSONDecodeError:
+                raise PolicyError(f"{assignment}: the value must be a number or true/false") from None
+        merge_policy(json.dumps(current))  # checked: names and allowed ranges
+        if row is None:
+            session.add(PolicyRow(client_id=args.client, settings=json.dumps(current), updated_ms=now_ms))
+        else:
+            row.settings, row.updated_ms = json.dumps(current), now_ms
+        session.flush()
+    print(json.dumps(asdict(policy_for(session, args.client)), indent=1))
 
 
 def _update_broker(settings: Settings, hashes: list[tuple[str, str]]) -> None:

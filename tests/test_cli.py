@@ -138,3 +138,26 @@ def main_with_env(args: list[str], env: dict[str, str]) -> int:
         capture_output=True,
         timeout=60,
     ).returncode
+
+
+def test_policy_command_sets_checked_overrides(tmp_path: Path) -> None:
+    """`carealarm policy set` stores organisation and client overrides, refusing values out of range."""
+    env = {"CAREALARM_DATA_DIR": str(tmp_path)}
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "carealarm.cli", *args],
+            env={**os.environ, **env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    assert run("clients", "add", "--name", "Mevr. Test").returncode == 0
+    org = run("policy", "set", "dose_grace_s=3600")
+    assert org.returncode == 0 and '"dose_grace_s": 3600' in org.stdout
+    client = run("policy", "set", "--client", "1", "dose_grace_s=900")
+    assert client.returncode == 0 and '"dose_grace_s": 900' in client.stdout
+    assert '"dose_grace_s": 3600' in run("policy", "show").stdout
+    refused = run("policy", "set", "dose_grace_s=60")
+    assert refused.returncode == 1 and "between 900 and 4500" in refused.stderr
