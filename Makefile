@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup system-packages system-packages-demo lint clean
+.PHONY: demo test setup system-packages system-packages-demo lint clean bench
 
 demo: system-packages-demo $(STAMP)
 	@echo ""
@@ -23,6 +23,16 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 setup: system-packages $(STAMP)
+
+# Benchmarks (under ten minutes): needs the local PostgreSQL; writes bench-report/<time>/report.md + PNGs.
+BENCH_STAMP := $(VENV)/.bench-installed
+bench: system-packages-demo $(STAMP) $(BENCH_STAMP)
+	$(BIN)/python -m bench --out bench-report
+	@echo "bench: the report is in the newest folder of bench-report/ (see the line above)"
+
+$(BENCH_STAMP): pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	@touch $(BENCH_STAMP)
 
 system-packages:
 	@tools/system-packages.sh test

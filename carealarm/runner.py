@@ -24,7 +24,7 @@ from protocol.v1 import Command, command_topic, encode_command
 from storage.db import make_engine, make_session_factory, schema_revision, upgrade
 from storage.registry import device_password_hashes
 
-from .broker import SERVICE_USER, BrokerError, EmbeddedBroker, TlsListener, service_password
+from .broker import SERVICE_USER, BrokerError, EmbeddedBroker, TlsListener, reload_running, service_password
 from .mqtt import HINT_ALERTS, HINT_EVENTS, Hints, MqttConfig
 from .settings import Settings
 
@@ -159,6 +159,8 @@ async def run(settings: Settings, options: RunOptions) -> None:
             public_url=settings.public_url or f"http://{settings.http_host}:{settings.http_port}",
             mqtt=mqtt,
         )
+        if broker is not None:  # an external broker needs `carealarm broker-export` instead
+            app.state.on_device_added = lambda hashes: reload_running(settings.broker_dir, hashes)
         config = uvicorn.Config(
             app,
             host=settings.http_host,

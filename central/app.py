@@ -15,6 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from storage.db import SessionFactory
 
+from . import clients_api, manage_api, reports
 from .auth import FailureLimiter
 from .calls.routes import router as calls_router
 from .feed import Broadcaster
@@ -63,6 +64,9 @@ def create_app(ctx: CentralContext) -> FastAPI:
     app.state.ctx = ctx
     app.include_router(router)
     app.include_router(calls_router)
+    app.include_router(clients_api.router)
+    app.include_router(reports.router)
+    app.include_router(manage_api.router)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 
     @app.get("/", include_in_schema=False)

@@ -25,7 +25,9 @@ from monitor.store import AlertConflict, AlertNotFound, add_note, apply_action, 
 from monitor.visits import VisitNotFound, confirm_arrival, send_visit
 from storage.models import User
 
+from . import audit
 from .auth import COOKIE_NAME, SignedInUser, create_session, end_session, user_for_token, verify_password
+from .ids import BodyId, PathId
 from .views import active_alert_views, alert_views
 
 __all__ = ["router"]
@@ -92,6 +94,7 @@ def sign_in(body: Credentials, request: Request, response: Response) -> Me:
             ctx.limiter.fail(body.username)
             raise HTTPException(status_code=401, detail="unknown user name or wrong password")
         token = create_session(session, user.id, ctx.clock_ms(), ctx.session_hours)
+        audit.record(session, user, "session.sign_in", now_ms=ctx.clock_ms())
     ctx.limiter.succeed(body.username)
     response.set_cookie(
         COOKIE_NAME,
@@ -135,13 +138,18 @@ def _act(
     ctx = _ctx(request)
     try:
         with ctx.sessions.begin() as session:
-            apply_action(
+            now = ctx.clock_ms()
+            alert = apply_action(
+                session, alert_id=alert_id, action=action, actor_id=user.id, now_ms=now, outcome=outcome
+            )
+            audit.record(
                 session,
+                user,
+                f"alert.{action.value}",
+                now_ms=now,
                 alert_id=alert_id,
-                action=action,
-                actor_id=user.id,
-                now_ms=ctx.clock_ms(),
-                outcome=outcome,
+                client_id=alert.client_id,
+                detail=outcome or "",
             )
     except AlertNotFound:
         raise HTTPException(status_code=404, detail=f"no alert {alert_id}") from None
@@ -155,13 +163,13 @@ def _act(
 
 
 @router.post("/api/alerts/{alert_id}/acknowledge", tags=["alerts"])
-def acknowledge(alert_id: int, request: Request, user: ConsoleUser) -> dict[str, Any]:
+def acknowledge(alert_id: PathId, request: Request, user: ConsoleUser) -> dict[str, Any]:
     """Take an alert: it leaves the open queue and shows who is on it."""
     return _act(request, user, alert_id, Action.ACKNOWLEDGE, None)
 
 
 @router.post("/api/alerts/{alert_id}/resolve", tags=["alerts"])
-def resolve(alert_id: int, body: ResolveRequest, request: Request, user: ConsoleUser) -> dict[str, Any]:
+def resolve(alert_id: PathId, body: ResolveRequest, request: Request, user: ConsoleUser) -> dict[str, Any]:
     """Close an alert with its outcome."""
     if body.outcome not in OUTCOMES:
         raise HTTPException(status_code=422, detail=f"outcome must be one of {sorted(OUTCOMES)}")
@@ -173,7 +181,7 @@ class NoteRequest(BaseModel):
 
 
 class AssignRequest(BaseModel):
-    user_id: int | None = Field(description="the user to assign to, or null to unassign")
+    user_id: BodyId | None = Field(description="the user to assign to, or null to unassign")
 
 
 class VisitRequest(BaseModel):
@@ -186,7 +194,9 @@ class VisitRequest(BaseModel):
 
 
 @router.post("/api/alerts/{alert_id}/notes", tags=["alerts"], status_code=201)
-def add_alert_note(alert_id: int, body: NoteRequest, request: Request, user: ConsoleUser) -> dict[str, Any]:
+def add_alert_note(
+    alert_id: PathId, body: NoteRequest, request: Request, user: ConsoleUser
+) -> dict[str, Any]:
     """Add a note to an alert (shown on the client's timeline)."""
     ctx = _ctx(request)
     try:
@@ -195,6 +205,7 @@ def add_alert_note(alert_id: int, body: NoteRequest, request: Request, user: Con
                 session, alert_id=alert_id, user_id=user.id, text=body.text, now_ms=ctx.clock_ms()
             )
             result = {"id": note.id, "alert_id": alert_id, "text": note.text, "at_ms": note.at_ms}
+            audit.record(session, user, "alert.note", now_ms=note.at_ms, alert_id=alert_id)
     except AlertNotFound:
         raise HTTPException(status_code=404, detail=f"no alert {alert_id}") from None
     ctx.notify_alerts()
@@ -202,14 +213,27 @@ def add_alert_note(alert_id: int, body: NoteRequest, request: Request, user: Con
 
 
 @router.post("/api/alerts/{alert_id}/assign", tags=["alerts"])
-def assign_alert(alert_id: int, body: AssignRequest, request: Request, user: ConsoleUser) -> dict[str, Any]:
+def assign_alert(
+    alert_id: PathId, body: AssignRequest, request: Request, user: ConsoleUser
+) -> dict[str, Any]:
     """Assign an alert to a colleague (or nobody)."""
     ctx = _ctx(request)
     try:
         with ctx.sessions.begin() as session:
             if body.user_id is not None and session.get(User, body.user_id) is None:
                 raise HTTPException(status_code=422, detail=f"no user {body.user_id}")
-            assign(session, alert_id=alert_id, user_id=body.user_id, actor_id=user.id, now_ms=ctx.clock_ms())
+            assigned = assign(
+                session, alert_id=alert_id, user_id=body.user_id, actor_id=user.id, now_ms=ctx.clock_ms()
+            )
+            audit.record(
+                session,
+                user,
+                "alert.assign",
+                now_ms=ctx.clock_ms(),
+                alert_id=alert_id,
+                client_id=assigned.client_id,
+                detail=f"to user {body.user_id}",
+            )
     except AlertNotFound:
         raise HTTPException(status_code=404, detail=f"no alert {alert_id}") from None
     except IllegalTransition as exc:
@@ -220,7 +244,7 @@ def assign_alert(alert_id: int, body: AssignRequest, request: Request, user: Con
 
 
 @router.post("/api/alerts/{alert_id}/visits", tags=["visits"], status_code=201)
-def start_visit(alert_id: int, body: VisitRequest, request: Request, user: ConsoleUser) -> dict[str, Any]:
+def start_visit(alert_id: PathId, body: VisitRequest, request: Request, user: ConsoleUser) -> dict[str, Any]:
     """Send someone to the client's home; an escalation follows if arrival is not confirmed in time."""
     ctx = _ctx(request)
     try:
@@ -232,6 +256,14 @@ def start_visit(alert_id: int, body: VisitRequest, request: Request, user: Conso
                 user_id=user.id,
                 now_ms=ctx.clock_ms(),
                 target_s=body.target_min * 60 if body.target_min else None,
+            )
+            audit.record(
+                session,
+                user,
+                "visit.send",
+                now_ms=ctx.clock_ms(),
+                alert_id=alert_id,
+                client_id=visit.client_id,
             )
             result = {
                 "id": visit.id,
@@ -247,12 +279,20 @@ def start_visit(alert_id: int, body: VisitRequest, request: Request, user: Conso
 
 
 @router.post("/api/visits/{visit_id}/arrived", tags=["visits"])
-def visit_arrived(visit_id: int, request: Request, user: CurrentUser) -> dict[str, Any]:
+def visit_arrived(visit_id: PathId, request: Request, user: CurrentUser) -> dict[str, Any]:
     """Confirm the visitor is at the client's door."""
     ctx = _ctx(request)
     try:
         with ctx.sessions.begin() as session:
             visit = confirm_arrival(session, visit_id=visit_id, user_id=user.id, now_ms=ctx.clock_ms())
+            audit.record(
+                session,
+                user,
+                "visit.arrived",
+                now_ms=ctx.clock_ms(),
+                alert_id=visit.alert_id,
+                client_id=visit.client_id,
+            )
             result = {"id": visit.id, "state": visit.state, "arrived_ms": visit.arrived_ms}
     except VisitNotFound:
         raise HTTPException(status_code=404, detail=f"no visit {visit_id} under way") from None

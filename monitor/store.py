@@ -140,6 +140,12 @@ def handle_pending_events(
                 out.alerts_changed |= apply_report(session, device, effect, at, now_ms, policy, channels)
         if event.kind == "dispenser":
             out.alerts_changed |= _stock(session, device, event.payload, at, now_ms, policy, channels)
+        elif event.kind == "cmdack":
+            # The device confirms (or refuses) a command, e.g. a new medication schedule.
+            from central.commands import apply_command_ack
+
+            body = json.loads(event.payload)
+            apply_command_ack(session, event.device_id, body["cmd_id"], body["result"], event.received_ms)
         event.handled_ms = now_ms
         out.handled += 1
     return out

@@ -60,6 +60,8 @@ class Client(Base):
     address: Mapped[str] = mapped_column(String(300), default="")
     district: Mapped[str] = mapped_column(String(100), default="")
     created_ms: Mapped[int] = mapped_column(BigInteger)
+    access_notes: Mapped[str] = mapped_column(String(500), default="", server_default="")  # key safe etc.
+    care_notes: Mapped[str] = mapped_column(Text, default="", server_default="")
 
 
 class Device(Base):

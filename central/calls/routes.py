@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
 
+from central.ids import BodyId, PathId
+
 from ..auth import COOKIE_NAME, SignedInUser, user_for_token
 from ..routes import ConsoleUser, CurrentUser
 from . import store
@@ -70,7 +72,7 @@ Hub = Annotated[CallHub, Depends(_hub)]
 
 
 class StartCall(BaseModel):
-    client_id: int
+    client_id: BodyId
     kind: Literal["video", "monitoring"] = "video"
 
 
@@ -107,7 +109,7 @@ def call_config(hub: Hub, _user: ConsoleUser) -> dict[str, Any]:
 
 
 @router.get("/api/clients/{client_id}/video", tags=["calls"])
-def client_video(client_id: int, request: Request, _user: ConsoleUser) -> dict[str, Any]:
+def client_video(client_id: PathId, request: Request, _user: ConsoleUser) -> dict[str, Any]:
     """The client's video device and recorded consent, for the call page."""
     with request.app.state.ctx.sessions() as session:
         callee = store.callee_for_client(session, client_id)
@@ -122,20 +124,20 @@ def client_video(client_id: int, request: Request, _user: ConsoleUser) -> dict[s
 
 
 @router.get("/api/clients/{client_id}/calls", tags=["calls"])
-def client_calls(client_id: int, request: Request, _user: CurrentUser) -> list[dict[str, Any]]:
+def client_calls(client_id: PathId, request: Request, _user: CurrentUser) -> list[dict[str, Any]]:
     """The client's calls and monitoring sessions, newest first: outcome, duration, quality."""
     with request.app.state.ctx.sessions() as session:
         return store.timeline(session, client_id)
 
 
 @router.get("/api/clients/{client_id}/video-consent", tags=["calls"])
-def get_consent(client_id: int, request: Request, _user: CurrentUser) -> dict[str, Any]:
+def get_consent(client_id: PathId, request: Request, _user: CurrentUser) -> dict[str, Any]:
     with request.app.state.ctx.sessions() as session:
         return _consent_view(store.consent_for(session, client_id))
 
 
 @router.put("/api/clients/{client_id}/video-consent", tags=["calls"])
-def put_consent(client_id: int, body: ConsentBody, request: Request, user: CurrentUser) -> dict[str, Any]:
+def put_consent(client_id: PathId, body: ConsentBody, request: Request, user: CurrentUser) -> dict[str, Any]:
     """Record what the client agreed to (who recorded it and when are kept)."""
     if user.role not in _CONSENT_ROLES:
         raise HTTPException(status_code=403, detail=f"the role {user.role} may not record consent")

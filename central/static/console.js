@@ -18,6 +18,8 @@ const state = {
 };
 
 const $ = (id) => document.getElementById(id);
+// English text is its own key; i18n.js holds the Dutch (and falls back to the key).
+const T = (key) => (window.carealarmI18n ? window.carealarmI18n.t(key) : key);
 
 async function api(method, path, body) {
   const res = await fetch(path, {
@@ -76,7 +78,7 @@ function connect() {
       const fresh = new Map();
       for (const a of msg.alerts) fresh.set(a.id, a);
       state.alerts = fresh;
-      setConn(true, "live");
+      setConn(true, T("live"));
       render(msg.alerts.filter((a) => !state.seen.has(a.id)));
     } else if (msg.type === "alert") {
       const isNew = upsert(msg.alert);
@@ -86,7 +88,7 @@ function connect() {
   ws.onclose = (ev) => {
     state.ws = null;
     if (ev.code === 4401) { showLogin("Your session has ended; please sign in again."); return; }
-    setConn(false, "connection lost — reconnecting…");
+    setConn(false, T("connection lost — reconnecting…"));
     setTimeout(connect, state.retryMs);
     state.retryMs = Math.min(state.retryMs * 2, 5000);
   };
@@ -148,7 +150,7 @@ function span(cls, text) {
   return s;
 }
 
-const PRIORITY = { 1: "CRITICAL", 2: "HIGH", 3: "NORMAL", 4: "LOW" };
+const PRIORITY = { 1: "CRITICAL", 2: "HIGH", 3: "NORMAL", 4: "LOW" };  // translated when shown
 
 function row(a, inProgress) {
   const tr = document.createElement("tr");
@@ -157,7 +159,7 @@ function row(a, inProgress) {
   tr.tabIndex = 0;
   tr.className = "alert-row";
   tr.addEventListener("click", () => { state.selected = a.id; highlight(); });
-  cell(tr, span(`prio prio-${a.priority}`, PRIORITY[a.priority] || a.priority));
+  cell(tr, span(`prio prio-${a.priority}`, T(PRIORITY[a.priority] || String(a.priority))));
   const timer = span("timer", "");
   timer.dataset.opened = a.opened_ms;
   if (inProgress) timer.dataset.answered = a.acknowledged_ms;
@@ -169,17 +171,18 @@ function row(a, inProgress) {
   if (a.device) devCell.append(document.createElement("br"), span("muted", a.device.id));
   const what = cell(tr, span("", a.detail));
   if (a.count > 1) what.append(span("count", `×${a.count}`));
-  if (a.level > 0) what.append(" ", span("escalated", `escalated · level ${a.level}`));
+  if (a.level > 0) what.append(" ", span("escalated", `${T("escalated · level")} ${a.level}`));
   if (inProgress) cell(tr, span("", a.acknowledged_by || "—"));
   const actions = cell(tr);
   const tools = document.createElement("span");
   tools.className = "tools";
-  tools.append(link(`/static/call.html?client=${a.client.id}`, "Video call", "_blank"));
+  tools.append(link(`/static/client.html?id=${a.client.id}`, T("Client"), "_blank"),
+    link(`/static/call.html?client=${a.client.id}`, T("Video call"), "_blank"));
   actions.append(tools, " ");
   if (!inProgress) {
     const b = document.createElement("button");
     b.className = "primary";
-    b.textContent = "Acknowledge";
+    b.textContent = T("Acknowledge");
     b.addEventListener("click", (ev) => { ev.stopPropagation(); acknowledge(a.id); });
     actions.append(b);
   } else {
@@ -187,10 +190,10 @@ function row(a, inProgress) {
     sel.setAttribute("aria-label", "Outcome");
     for (const [v, label] of [["talked_to_client", "Talked to client"], ["nurse_sent", "Nurse sent"],
       ["emergency_services", "Emergency services called"], ["false_alarm", "False alarm"], ["other", "Other"]]) {
-      const o = document.createElement("option"); o.value = v; o.textContent = label; sel.append(o);
+      const o = document.createElement("option"); o.value = v; o.textContent = T(label); sel.append(o);
     }
     const b = document.createElement("button");
-    b.textContent = "Resolve";
+    b.textContent = T("Resolve");
     b.addEventListener("click", (ev) => { ev.stopPropagation(); resolve(a.id, sel.value); });
     actions.append(sel, " ", b);
   }
@@ -218,8 +221,8 @@ function watchCalls() {
     box.replaceChildren(...ringing.map((c) => {
       const div = document.createElement("div");
       div.className = "incoming-call";
-      div.append(span("", `Incoming video call from ${c.client_name} `),
-        link(`/static/call.html?call=${encodeURIComponent(c.id)}`, "Take call", "_blank"));
+      div.append(span("", `${T("Incoming video call from")} ${c.client_name} `),
+        link(`/static/call.html?call=${encodeURIComponent(c.id)}`, T("Take call"), "_blank"));
       return div;
     }));
     box.hidden = ringing.length === 0;
@@ -252,7 +255,7 @@ function tick() {
     t.className = "timer " + (secs < ANSWER_TARGET_S ? "t-ok" : secs < ANSWER_LIMIT_S ? "t-warn" : "t-bad");
   }
   if (state.ws && state.lastMessage && Date.now() - state.lastMessage > STALE_AFTER_MS) {
-    setConn(false, "connection lost — reconnecting…");
+    setConn(false, T("connection lost — reconnecting…"));
     state.ws.close();
   }
 }
@@ -311,6 +314,16 @@ $("sign-out").addEventListener("click", async () => {
 });
 
 setInterval(tick, 1000);
+
+if (window.carealarmI18n) {
+  window.carealarmI18n.onChange(() => {
+    // Rows carry translated words: build them again in the new language.
+    $("open-body").replaceChildren();
+    $("progress-body").replaceChildren();
+    render([]);
+    if (state.ws) setConn(true, T("live"));
+  });
+}
 
 (async () => {
   try { showConsole(await api("GET", "/api/me")); }

@@ -1,0 +1,1 @@
+"""Benchmarks of carealarm (`make bench`): see bench/__main__.py."""

@@ -1,0 +1,363 @@
+"""The client's whole picture: list and search, the record (who, where, devices, schedule, contacts, open
+alerts), one timeline across every channel, care notes, and the audit log.
+
+Every endpoint passes :func:`central.access.require` for its action (403 for a role that may not), keeps a
+district nurse to her own district (403), and writes one audit row (:func:`central.audit.record`) in the
+transaction of its work. Opening a client's record that no alert of the user concerns needs a reason
+(428 without one); refusals of that kind are audited too (``<action>.refused``).
+
+No personal data travels in a URL: clients are named by their opaque id, a name search is a POST body, and
+the reason may be sent in the ``X-Access-Reason`` header (percent-encoded UTF-8) instead of ``?reason=``.
+"""
+
+from __future__ import annotations
+
+import re
+import urllib.parse
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from pydantic import BaseModel, Field
+from sqlalchemy import exists, false, or_, select, true
+from sqlalchemy.orm import Session
+
+from storage.models import Alert, Client, Contact, Device, MedicationDose
+
+from . import audit
+from .access import CARE_STATION_ROLES, confined_to, in_scope, require
+from .auth import SignedInUser
+from .records_models import ClientNote
+from .timeline import BadCursor, Cursor, client_timeline
+from .views import alert_views
+
+__all__ = ["router"]
+
+router = APIRouter(tags=["clients"])
+
+# Ids and times are kept to what JavaScript's numbers hold exactly (and far inside BIGINT), so a huge id
+# is a 422 rather than an overflow in the database driver.
+MAX_ID: Final = 2**53 - 1
+REASON_MIN: Final = 5
+REASON_MAX: Final = 500
+
+ClientId = Annotated[int, Path(ge=1, le=MAX_ID, description="the client's opaque id")]
+ReasonQuery = Annotated[
+    str | None,
+    Query(
+        min_length=REASON_MIN,
+        max_length=REASON_MAX,
+        description="why you open a record no alert of yours concerns (else 428)",
+    ),
+]
+ReasonHeader = Annotated[
+    str | None,
+    Header(
+        alias="X-Access-Reason",
+        max_length=3 * REASON_MAX,
+        description="the reason, percent-encoded UTF-8: keeps it out of URLs and access logs",
+    ),
+]
+ListUser = Annotated[SignedInUser, Depends(require("client.list"))]
+ReadUser = Annotated[SignedInUser, Depends(require("client.read"))]
+TimelineUser = Annotated[SignedInUser, Depends(require("client.timeline"))]
+NoteUser = Annotated[SignedInUser, Depends(require("client.note"))]
+AuditUser = Annotated[SignedInUser, Depends(require("audit.read"))]
+
+
+class SearchRequest(BaseModel):
+    q: str = Field(min_length=1, max_length=100, description="part of the client's name")
+    limit: int = Field(default=20, ge=1, le=100)
+
+
+class NoteRequest(BaseModel):
+    text: str = Field(min_length=1, max_length=2000)
+
+
+def _ctx(request: Request) -> Any:
+    return request.app.state.ctx
+
+
+def _summary(client: Client) -> dict[str, Any]:
+    return {"id": client.id, "name": client.name, "address": client.address, "district": client.district}
+
+
+def _scoped(user: SignedInUser) -> Any:
+    """The SQL condition for the clients ``user`` may see."""
+    district = confined_to(user.role, user.district)
+    if district is None:
+        return true()
+    return Client.district == district if district else false()
+
+
+@router.get("/api/clients")
+def list_clients(
+    request: Request,
+    user: ListUser,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> dict[str, Any]:
+    """The clients you may see (a district nurse: her district's), by name; ``next_offset`` pages on."""
+    ctx = _ctx(request)
+    with ctx.sessions.begin() as session:
+        rows = session.scalars(
+            select(Client)
+            .where(_scoped(user))
+            .order_by(Client.name, Client.id)
+            .offset(offset)
+            .limit(limit + 1)
+        ).all()
+        items = [_summary(c) for c in rows[:limit]]
+        audit.record(session, user, "client.list", now_ms=ctx.clock_ms(), detail=f"{len(items)} listed")
+    return {"items": items, "next_offset": offset + limit if len(rows) > limit else None}
+
+
+@router.post("/api/clients/search")
+def search_clients(body: SearchRequest, request: Request, user: ListUser) -> dict[str, Any]:
+    """Find clients you may see by part of their name (a POST, so no name ends up in a URL)."""
+    ctx = _ctx(request)
+    with ctx.sessions.begin() as session:
+        rows = session.scalars(
+            select(Client)
+            .where(_scoped(user), Client.name.icontains(body.q, autoescape=True))
+            .order_by(Client.name, Client.id)
+            .limit(body.limit)
+        ).all()
+        audit.record(
+            session, user, "client.search", now_ms=ctx.clock_ms(), detail=f"search: {body.q} ({len(rows)})"
+        )
+        return {"items": [_summary(c) for c in rows]}
+
+
+def _reason(query: str | None, header: str | None) -> str | None:
+    """The reason given, from the query or the (percent-encoded) header; 422 when too short or long."""
+    text = query if query is not None else (urllib.parse.unquote(header) if header is not None else None)
+    if text is None:
+        return None
+    text = text.strip()
+    if not REASON_MIN <= len(text) <= REASON_MAX:
+        raise HTTPException(status_code=422, detail=f"a reason is {REASON_MIN} to {REASON_MAX} characters")
+    return text
+
+
+def concerns_user(session: Session, user: SignedInUser, client_id: int) -> bool:
+    """Whether an alert of the user's concerns the client, so no reason is needed to open the record.
+
+    Theirs: not resolved and acknowledged by or assigned to them. At the care station, any alert still open
+    (unanswered) for the client concerns every nurse on duty too.
+    """
+    active = (Alert.client_id == client_id) & (Alert.state != "resolved")
+    mine = or_(Alert.acknowledged_by == user.id, Alert.assigned_to == user.id)
+    if session.scalar(select(exists().where(active, mine))):
+        return True
+    if user.role in CARE_STATION_ROLES:
+        return bool(
+            session.scalar(select(exists().where(Alert.client_id == client_id, Alert.state == "open")))
+        )
+    return False
+
+
+def _gate(
+    session: Session, user: SignedInUser, client_id: int, reason: str | None
+) -> tuple[Client, tuple[int, str] | None]:
+    """The client (404 if none) and, when access is refused, the (status, detail) to answer with."""
+    client = session.get(Client, client_id)
+    if client is None:
+        raise HTTPException(status_code=404, detail=f"no client {client_id}")
+    if not in_scope(user.role, user.district, client.district):
+        return client, (403, f"client {client_id} is outside your district")
+    if reason is None and not concerns_user(session, user, client_id):
+        return client, (
+            428,
+            "a reason is needed: no alert of yours concerns this client; "
+            f"give it as ?reason= or the X-Access-Reason header ({REASON_MIN}+ characters)",
+        )
+    return client, None
+
+
+def _open(
+    request: Request,
+    user: SignedInUser,
+    client_id: int,
+    reason: str | None,
+    action: str,
+    work: Any,
+    detail: str = "",
+) -> Any:
+    """Gate, do ``work(session, client)`` and audit it, in one transaction; audit a refusal, then raise."""
+    ctx = _ctx(request)
+    with ctx.sessions.begin() as session:
+        client, refused = _gate(session, user, client_id, reason)
+        now = ctx.clock_ms()
+        if refused is not None:
+            audit.record(
+                session, user, f"{action}.refused", now_ms=now, client_id=client_id, detail=refused[1][:80]
+            )
+            result = None
+        else:
+            result = work(session, client)
+            audit.record(session, user, action, now_ms=now, client_id=client_id, reason=reason, detail=detail)
+    if refused is not None:
+        raise HTTPException(status_code=refused[0], detail=refused[1])
+    return result
+
+
+_PHONE_CHARS = re.compile(r"[^0-9+]")
+# Who is called first when something is wrong comes first on the record.
+_CONTACT_ORDER: Final = {"informal_carer": 0, "family": 1, "gp": 2, "pharmacy": 3}
+
+
+def _contact(c: Contact) -> dict[str, Any]:
+    tel = _PHONE_CHARS.sub("", c.phone) if c.phone else ""
+    return {
+        "id": c.id,
+        "name": c.name,
+        "relation": c.relation,
+        "phone": c.phone,
+        "email": c.email,
+        "tel": f"tel:{tel}" if tel else None,
+        "mailto": f"mailto:{urllib.parse.quote(c.email, safe='@.+-_')}" if c.email else None,
+        "notify_missed_dose": c.notify_missed_dose,
+    }
+
+
+def _device(d: Device) -> dict[str, Any]:
+    return {
+        "id": d.id,
+        "kind": d.kind,
+        "label": d.label,
+        "status": "unknown" if d.online is None else ("online" if d.online else "offline"),
+        "battery": d.battery,
+        "last_seen_ms": d.last_seen_ms,
+        "signal": d.signal,
+        "firmware": d.firmware,
+    }
+
+
+def _record(session: Session, client: Client) -> dict[str, Any]:
+    devices = session.scalars(select(Device).where(Device.client_id == client.id).order_by(Device.id)).all()
+    doses = session.scalars(
+        select(MedicationDose)
+        .where(MedicationDose.client_id == client.id)
+        .order_by(MedicationDose.at, MedicationDose.dose_id)
+    ).all()
+    contacts = sorted(
+        session.scalars(select(Contact).where(Contact.client_id == client.id)),
+        key=lambda c: (_CONTACT_ORDER.get(c.relation, len(_CONTACT_ORDER)), c.id),
+    )
+    open_ids = list(
+        session.scalars(select(Alert.id).where(Alert.client_id == client.id, Alert.state != "resolved"))
+    )
+    return {
+        **_summary(client),
+        "access_notes": client.access_notes,
+        "care_notes": client.care_notes,
+        "devices": [_device(d) for d in devices],
+        "schedule": [
+            {"dose_id": d.dose_id, "at": d.at, "label": d.label, "device_id": d.device_id} for d in doses
+        ],
+        "contacts": [_contact(c) for c in contacts],
+        "open_alerts": alert_views(session, open_ids) if open_ids else [],
+    }
+
+
+@router.get("/api/clients/{client_id}")
+def read_client(
+    client_id: ClientId,
+    request: Request,
+    user: ReadUser,
+    reason: ReasonQuery = None,
+    x_access_reason: ReasonHeader = None,
+) -> dict[str, Any]:
+    """Who and where (with access instructions), devices, medication schedule, contacts, open alerts."""
+    given = _reason(reason, x_access_reason)
+    result: dict[str, Any] = _open(request, user, client_id, given, "client.read", _record)
+    return result
+
+
+@router.get("/api/clients/{client_id}/timeline")
+def read_timeline(
+    client_id: ClientId,
+    request: Request,
+    user: TimelineUser,
+    before: Annotated[str | None, Query(max_length=60, description="next_before of the page before")] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    reason: ReasonQuery = None,
+    x_access_reason: ReasonHeader = None,
+) -> dict[str, Any]:
+    """Alarms and alerts, doses, calls, notes and visits in one list, newest first; pages by ``before``."""
+    given = _reason(reason, x_access_reason)
+    try:
+        cursor = Cursor.parse(before) if before is not None else None
+    except BadCursor as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+
+    def work(session: Session, client: Client) -> dict[str, Any]:
+        items, next_before = client_timeline(session, client.id, before=cursor, limit=limit)
+        return {"items": items, "next_before": next_before}
+
+    result: dict[str, Any] = _open(
+        request, user, client_id, given, "client.timeline", work, detail=f"before={before or ''}"
+    )
+    return result
+
+
+@router.post("/api/clients/{client_id}/notes", status_code=201)
+def add_client_note(
+    client_id: ClientId,
+    body: NoteRequest,
+    request: Request,
+    user: NoteUser,
+    reason: ReasonQuery = None,
+    x_access_reason: ReasonHeader = None,
+) -> dict[str, Any]:
+    """Write a care note on the client's timeline."""
+    given = _reason(reason, x_access_reason)
+    text = body.text.strip()
+    if not text:
+        raise HTTPException(status_code=422, detail="a note needs some text")
+    now = _ctx(request).clock_ms()
+
+    def work(session: Session, client: Client) -> dict[str, Any]:
+        note = ClientNote(client_id=client.id, user_id=user.id, at_ms=now, text=text)
+        session.add(note)
+        session.flush()
+        return {
+            "type": "client_note",
+            "id": note.id,
+            "at_ms": note.at_ms,
+            "text": note.text,
+            "by": user.display_name,
+        }
+
+    result: dict[str, Any] = _open(request, user, client_id, given, "client.note", work)
+    return result
+
+
+@router.get("/api/audit", tags=["audit"])
+def read_audit(
+    request: Request,
+    user: AuditUser,
+    user_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    client_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    action: Annotated[
+        str | None, Query(max_length=64, description="an action, or a prefix ending in '.'")
+    ] = None,
+    since: Annotated[int | None, Query(ge=0, le=MAX_ID, description="from this time (ms), inclusive")] = None,
+    until: Annotated[int | None, Query(ge=0, le=MAX_ID, description="to this time (ms), exclusive")] = None,
+    before_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="next_before_id of a page")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    """The audit log, newest first, filtered; supervisors and admins only. Reading it is audited too."""
+    ctx = _ctx(request)
+    filters = audit.AuditQuery(user_id, client_id, action or None, since, until, before_id, limit)
+    with ctx.sessions.begin() as session:
+        items, next_before_id = audit.query(session, filters)
+        audit.record(
+            session,
+            user,
+            "audit.read",
+            now_ms=ctx.clock_ms(),
+            client_id=client_id,
+            detail=f"user_id={user_id} action={action} since={since} until={until}",
+        )
+    return {"items": items, "next_before_id": next_before_id}

@@ -1,0 +1,316 @@
+"""Reports for supervisors and admins: alarm answer times, medication adherence and device uptime.
+
+Each report is JSON, or CSV with ``?format=csv``. The routes read rows and hand them to the pure
+:mod:`central.report_calc`; the window is ``since``/``until`` (a date, an ISO date-time or epoch ms).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from storage.models import Alert, Client, Device, DeviceEvent, DoseInstance, User
+
+from . import report_calc as calc
+from .auth import SignedInUser
+from .routes import current_user
+
+__all__ = ["REPORT_ROLES", "router"]
+
+router = APIRouter(tags=["reports"])
+
+# Reports show every nurse's answer times and every client's medication: supervision, not the console.
+REPORT_ROLES = frozenset({"supervisor", "admin"})
+# A year of alarms is still a quick query; longer windows are an export job, not a page.
+_MAX_WINDOW_MS = 366 * 86_400_000
+_DEFAULT_WINDOW_MS = 7 * 86_400_000
+# Spreadsheets run cells that start with these as formulas; a client's or nurse's name must not.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def report_user(user: Annotated[SignedInUser, Depends(current_user)]) -> SignedInUser:
+    if user.role not in REPORT_ROLES:
+        raise HTTPException(
+            status_code=403, detail=f"the role {user.role} may not see reports (supervisors and admins only)"
+        )
+    return user
+
+
+ReportUser = Annotated[SignedInUser, Depends(report_user)]
+Format = Annotated[Literal["json", "csv"], Query(description="json (default) or csv (a download)")]
+Since = Annotated[str | None, Query(description="start: YYYY-MM-DD, ISO date-time or epoch ms")]
+Until = Annotated[str | None, Query(description="end: YYYY-MM-DD (that whole day), ISO date-time or ms")]
+Tz = Annotated[str, Query(description="IANA time zone for days and dates, e.g. Europe/Amsterdam")]
+
+
+def _zone(name: str) -> tzinfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise HTTPException(status_code=422, detail=f"unknown time zone {name[:60]!r}") from None
+
+
+def _instant(value: str, tz: tzinfo, end: bool, name: str) -> int:
+    """Epoch ms of a query value; a bare date is its midnight, or for ``until`` the next midnight."""
+    text = value.strip()
+    if text.isdigit():
+        return int(text)
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text) + timedelta(days=1 if end else 0)
+            return int(datetime.combine(day, time(), tz).timestamp() * 1000)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise HTTPException(
+            status_code=422, detail=f"{name} must be YYYY-MM-DD, an ISO date-time or epoch milliseconds"
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=tz)
+    return int(moment.timestamp() * 1000)
+
+
+def window(
+    request: Request, since: Since = None, until: Until = None, tz: Tz = "UTC"
+) -> tuple[int, int, tzinfo]:
+    """The report's ``[since_ms, until_ms)`` and time zone; default the last seven days."""
+    zone = _zone(tz)
+    until_ms = _instant(until, zone, True, "until") if until else request.app.state.ctx.clock_ms()
+    since_ms = _instant(since, zone, False, "since") if since else until_ms - _DEFAULT_WINDOW_MS
+    if since_ms >= until_ms:
+        raise HTTPException(status_code=422, detail="since must be before until")
+    if until_ms - since_ms > _MAX_WINDOW_MS:
+        raise HTTPException(status_code=422, detail="a report covers at most 366 days")
+    return since_ms, until_ms, zone
+
+
+Window = Annotated[tuple[int, int, tzinfo], Depends(window)]
+
+
+def _sessions(request: Request) -> Any:
+    return request.app.state.ctx.sessions
+
+
+# -- answer times -------------------------------------------------------------------------------------
+
+
+@router.get("/api/reports/answer-times")
+def answer_times(request: Request, user: ReportUser, span: Window, format: Format = "json") -> Any:
+    """Alarms per day and per nurse: answered, shares within 60 s and 180 s, median and p90 (seconds)."""
+    since_ms, until_ms, zone = span
+    with _sessions(request)() as session:
+        timings = [
+            calc.AlertTiming(opened, acked, nurse)
+            for opened, acked, nurse in session.execute(
+                select(Alert.opened_ms, Alert.acknowledged_ms, User.display_name)
+                .outerjoin(User, User.id == Alert.acknowledged_by)
+                .where(Alert.kind == "alarm", Alert.opened_ms >= since_ms, Alert.opened_ms < until_ms)
+            )
+        ]
+    rows = [asdict(r) for r in calc.answer_times(timings, since_ms, until_ms, zone)]
+    if format == "csv":
+        return _csv(
+            "answer-times",
+            since_ms,
+            until_ms,
+            [
+                "day",
+                "nurse",
+                "answered",
+                "unanswered",
+                "within_60_pct",
+                "within_180_pct",
+                "median_s",
+                "p90_s",
+            ],
+            (
+                [
+                    r["day"],
+                    r["nurse"] if r["nurse"] is not None else "(all nurses)",
+                    r["answered"],
+                    r["unanswered"],
+                    _pct(r["within_60"]),
+                    _pct(r["within_180"]),
+                    _num(r["median_s"]),
+                    _num(r["p90_s"]),
+                ]
+                for r in rows
+            ),
+        )
+    return {
+        **_span(since_ms, until_ms, zone),
+        "targets": {"within_60": calc.TARGET_WITHIN_60, "within_180": calc.TARGET_WITHIN_180},
+        "days": [r for r in rows if r["nurse"] is None],
+        "nurses": [r for r in rows if r["nurse"] is not None],
+    }
+
+
+# -- adherence ----------------------------------------------------------------------------------------
+
+
+@router.get("/api/reports/adherence")
+def adherence(
+    request: Request, user: ReportUser, span: Window, client_id: int | None = None, format: Format = "json"
+) -> Any:
+    """Per client: doses due, taken, taken late, missed, still pending, and adherence."""
+    since_ms, until_ms, zone = span
+    with _sessions(request)() as session:
+        query = select(DoseInstance.client_id, DoseInstance.due_ms, DoseInstance.state).where(
+            DoseInstance.due_ms >= since_ms, DoseInstance.due_ms < until_ms
+        )
+        if client_id is not None:
+            if session.get(Client, client_id) is None:
+                raise HTTPException(status_code=404, detail=f"no client {client_id}")
+            query = query.where(DoseInstance.client_id == client_id)
+        doses = [calc.DoseRecord(c, d, s) for c, d, s in session.execute(query)]
+        names = _client_names(session, {d.client_id for d in doses})
+    rows = [
+        {"client_name": names.get(r.client_id, ""), **asdict(r)}
+        for r in calc.adherence(doses, since_ms, until_ms)
+    ]
+    if format == "csv":
+        columns = ["client_id", "client_name", "due", "taken", "taken_late", "missed", "pending"]
+        return _csv(
+            "adherence",
+            since_ms,
+            until_ms,
+            [*columns, "adherence_pct", "on_time_pct"],
+            ([*(r[c] for c in columns), _pct(r["adherence"]), _pct(r["on_time"])] for r in rows),
+        )
+    return {**_span(since_ms, until_ms, zone), "clients": rows}
+
+
+def _client_names(session: Session, ids: Iterable[int]) -> dict[int, str]:
+    wanted = list(ids)
+    if not wanted:
+        return {}
+    rows = session.execute(select(Client.id, Client.name).where(Client.id.in_(wanted)))
+    return {int(cid): str(name) for cid, name in rows.all()}
+
+
+# -- uptime -------------------------------------------------------------------------------------------
+
+
+@router.get("/api/reports/uptime")
+def uptime(request: Request, user: ReportUser, span: Window, format: Format = "json") -> Any:
+    """Per device: the share of the window it was online (from its status reports and current state)."""
+    since_ms, until_ms, zone = span
+    ctx = request.app.state.ctx
+    with ctx.sessions() as session:
+        devices = session.execute(
+            select(Device, Client.name).join(Client, Client.id == Device.client_id).order_by(Device.id)
+        ).all()
+        transitions = _status_transitions(session, since_ms, until_ms)
+    histories = [
+        calc.DeviceHistory(
+            device.id,
+            device.created_ms,
+            tuple(transitions.get(device.id, ())),
+            device.online,
+            device.online_changed_ms,
+        )
+        for device, _name in devices
+    ]
+    calculated = {r.device_id: r for r in calc.uptime(histories, since_ms, until_ms, ctx.clock_ms())}
+    rows = [
+        {
+            "device_id": device.id,
+            "label": device.label,
+            "kind": device.kind,
+            "client_name": name,
+            "online_now": device.online,
+            **{k: v for k, v in asdict(calculated[device.id]).items() if k != "device_id"},
+        }
+        for device, name in devices
+    ]
+    if format == "csv":
+        columns = ["device_id", "label", "kind", "client_name", "online_ms", "offline_ms", "unknown_ms"]
+        return _csv(
+            "uptime",
+            since_ms,
+            until_ms,
+            [*columns, "online_pct", "changes"],
+            ([*(r[c] for c in columns), _pct(r["share_online"]), r["changes"]] for r in rows),
+        )
+    return {**_span(since_ms, until_ms, zone), "devices": rows}
+
+
+def _status_transitions(session: Session, since_ms: int, until_ms: int) -> dict[str, list[tuple[int, bool]]]:
+    """Each device's status reports in the window, plus the last one before it (the starting state)."""
+    last_before = (
+        select(DeviceEvent.device_id, func.max(DeviceEvent.received_ms).label("at"))
+        .where(DeviceEvent.kind == "status", DeviceEvent.received_ms < since_ms)
+        .group_by(DeviceEvent.device_id)
+        .subquery()
+    )
+    rows = list(
+        session.execute(
+            select(DeviceEvent.device_id, DeviceEvent.received_ms, DeviceEvent.payload).where(
+                DeviceEvent.kind == "status",
+                DeviceEvent.received_ms >= since_ms,
+                DeviceEvent.received_ms < until_ms,
+            )
+        )
+    )
+    rows += session.execute(
+        select(DeviceEvent.device_id, DeviceEvent.received_ms, DeviceEvent.payload)
+        .join(
+            last_before,
+            (last_before.c.device_id == DeviceEvent.device_id)
+            & (last_before.c.at == DeviceEvent.received_ms),
+        )
+        .where(DeviceEvent.kind == "status")
+    )
+    out: dict[str, list[tuple[int, bool]]] = {}
+    for device_id, at_ms, payload in rows:
+        online = json.loads(payload).get("online")
+        if isinstance(online, bool):
+            out.setdefault(device_id, []).append((at_ms, online))
+    return out
+
+
+# -- output -------------------------------------------------------------------------------------------
+
+
+def _span(since_ms: int, until_ms: int, zone: tzinfo) -> dict[str, Any]:
+    return {"since_ms": since_ms, "until_ms": until_ms, "tz": str(zone)}
+
+
+def _pct(share: float | None) -> str:
+    return "" if share is None else f"{share * 100:.1f}"
+
+
+def _num(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f}"
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return "" if value is None else value
+
+
+def _csv(
+    name: str, since_ms: int, until_ms: int, header: Sequence[str], rows: Iterable[Sequence[object]]
+) -> Response:
+    """A CSV download: a header row, RFC 4180 quoting, formula-looking text neutralised."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(header)
+    writer.writerows([_cell(v) for v in row] for row in rows)
+    start = datetime.fromtimestamp(since_ms / 1000, UTC).date().isoformat()
+    end = datetime.fromtimestamp((until_ms - 1) / 1000, UTC).date().isoformat()
+    return Response(
+        content=buffer.getvalue(),
+        media_type="text/csv; charset=utf-8",
+        headers={"Content-Disposition": f'attachment; filename="carealarm-{name}-{start}-{end}.csv"'},
+    )

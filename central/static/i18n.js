@@ -1,0 +1,248 @@
+/* carealarm language layer: English and Dutch (care vocabulary), no network, no build step.
+ *
+ * window.carealarmI18n = { t(key, vars?), lang, setLang(l), onChange(fn), apply(root), widget(el), number(x, digits) }
+ * Keys are the English text; a missing translation falls back to English, then to the key itself.
+ * Elements with data-i18n="key" get their text replaced; data-i18n-title / -placeholder / -aria-label
+ * do the same for those attributes. An element with data-i18n-switch gets the language switch.
+ * The choice is kept in localStorage.lang; without one, navigator.language decides.
+ */
+(function () {
+  "use strict";
+
+  const nl = {
+    // -- live console (wired by console.js) --
+    "Open — waiting for an answer": "Open — wacht op beantwoording",
+    "In progress": "In behandeling",
+    "Acknowledge": "Aannemen",
+    "Video call": "Beeldbellen",
+    "Take call": "Gesprek aannemen",
+    "Incoming video call from": "Inkomend beeldgesprek van",
+    "Resolve": "Afhandelen",
+    "Sign in": "Inloggen",
+    "Sign out": "Uitloggen",
+    "User name": "Gebruikersnaam",
+    "Password": "Wachtwoord",
+    "No open alerts.": "Geen openstaande alarmmeldingen.",
+    "Nothing in progress.": "Niets in behandeling.",
+    "live": "live",
+    "connection lost — reconnecting…": "verbinding verbroken — opnieuw verbinden…",
+    "CRITICAL": "KRITIEK",
+    "HIGH": "HOOG",
+    "NORMAL": "NORMAAL",
+    "LOW": "LAAG",
+    "Talked to client": "Cliënt gesproken",
+    "Nurse sent": "Verpleegkundige gestuurd",
+    "Emergency services called": "Hulpdiensten gealarmeerd (112)",
+    "False alarm": "Loos alarm",
+    "Other": "Anders",
+    "escalated · level": "geëscaleerd · niveau",
+    "Waiting": "Wachttijd",
+    "Answered in": "Beantwoord in",
+    "Client": "Cliënt",
+    "Device": "Apparaat",
+    "What": "Wat",
+    "Taken by": "Aangenomen door",
+    "Priority": "Prioriteit",
+    "open": "open",
+    "in progress": "in behandeling",
+    "alert": "alarmmelding",
+    "alerts": "alarmmeldingen",
+    // -- people and roles --
+    "care_nurse": "verpleegkundige zorgcentrale",
+    "district_nurse": "wijkverpleegkundige",
+    "supervisor": "teamleider",
+    "admin": "beheerder",
+    "informal_carer": "mantelzorger",
+    "gp": "huisarts",
+    "pharmacy": "apotheek",
+    "family": "familie",
+    "alarm_button": "alarmknop",
+    "dispenser": "medicijndispenser",
+    "video": "beeldscherm (video)",
+    // -- navigation, shared --
+    "Console": "Meldkamer",
+    "Reports": "Rapportages",
+    "Management": "Beheer",
+    "Language": "Taal",
+    "Save": "Opslaan",
+    "Add": "Toevoegen",
+    "Delete": "Verwijderen",
+    "Edit": "Wijzigen",
+    "Cancel": "Annuleren",
+    "Name": "Naam",
+    "Address": "Adres",
+    "District": "Wijk",
+    "Role": "Rol",
+    "E-mail": "E-mail",
+    "Label": "Omschrijving",
+    "Kind": "Soort",
+    "Online": "Online",
+    "Offline": "Offline",
+    "unknown": "onbekend",
+    "You are not allowed to see this page.": "U heeft geen toegang tot deze pagina.",
+    "Unknown user name or wrong password.": "Onbekende gebruikersnaam of onjuist wachtwoord.",
+    // -- reports --
+    "carealarm reports": "carealarm rapportages",
+    "From": "Van",
+    "To": "Tot en met",
+    "Show": "Toon",
+    "Download CSV": "CSV downloaden",
+    "No data in this period.": "Geen gegevens in deze periode.",
+    "Alarm answer times": "Aannametijden alarmmeldingen",
+    "Share of alarms answered within 60 s, per day": "Aandeel alarmmeldingen binnen 60 s aangenomen, per dag",
+    "target {pct}": "norm {pct}",
+    "Day": "Dag",
+    "Nurse": "Verpleegkundige",
+    "all nurses": "alle verpleegkundigen",
+    "Answered": "Aangenomen",
+    "Unanswered": "Niet aangenomen",
+    "Within 60 s": "Binnen 60 s",
+    "Within 180 s": "Binnen 180 s",
+    "Median": "Mediaan",
+    "p90": "p90",
+    "Medication adherence": "Therapietrouw (medicatie-inname)",
+    "Adherence per client": "Therapietrouw per cliënt",
+    "Due": "Gepland",
+    "Taken": "Ingenomen",
+    "Taken late": "Te laat ingenomen",
+    "Missed": "Gemist",
+    "Pending": "Nog open",
+    "Adherence": "Therapietrouw",
+    "On time": "Op tijd",
+    "Device availability": "Bereikbaarheid apparaten",
+    "Share of time online per device": "Aandeel tijd online per apparaat",
+    "Time online": "Tijd online",
+    "Time offline": "Tijd offline",
+    "No report": "Geen melding",
+    "Changes": "Wisselingen",
+    // -- management --
+    "carealarm management": "carealarm beheer",
+    "Clients": "Cliënten",
+    "Devices": "Apparaten",
+    "Medication schedule": "Medicatieschema",
+    "Duty roster": "Dienstrooster",
+    "Users": "Gebruikers",
+    "New client": "Nieuwe cliënt",
+    "Provision device": "Apparaat aanmelden",
+    "Device id": "Apparaat-id",
+    "Password for the device (shown once): ": "Wachtwoord voor het apparaat (eenmalig getoond): ",
+    "Dose id": "Dosis-id",
+    "Time": "Tijdstip",
+    "Medication": "Medicatie",
+    "Add dose": "Dosis toevoegen",
+    "Send to dispenser": "Naar dispenser sturen",
+    "Dispenser": "Dispenser",
+    "sent, awaiting confirmation": "verzonden, wacht op bevestiging",
+    "confirmed by the dispenser": "bevestigd door de dispenser",
+    "refused by the dispenser": "geweigerd door de dispenser",
+    "failed on the dispenser": "mislukt op de dispenser",
+    "not sent: broker unreachable": "niet verzonden: berichtenserver onbereikbaar",
+    "no dispenser for this client": "geen dispenser bij deze cliënt",
+    "never sent": "nog niet verzonden",
+    "Starts": "Begint",
+    "Ends": "Eindigt",
+    "Person": "Medewerker",
+    "New user": "Nieuwe gebruiker",
+    "Display name": "Weergavenaam",
+    "Password (at least 10 characters)": "Wachtwoord (minstens 10 tekens)",
+    "Saved.": "Opgeslagen.",
+  };
+
+  // English keys are their own text, except the codes the API sends (roles, device kinds, relations).
+  const en = {
+    "care_nurse": "care-station nurse",
+    "district_nurse": "district nurse",
+    "supervisor": "supervisor",
+    "admin": "administrator",
+    "informal_carer": "informal carer",
+    "gp": "GP",
+    "pharmacy": "pharmacy",
+    "family": "family",
+    "alarm_button": "alarm button",
+    "dispenser": "medication dispenser",
+    "video": "video screen",
+  };
+
+  const dictionaries = { en: en, nl: nl };
+  const names = { en: "English", nl: "Nederlands" };
+  const listeners = [];
+
+  function pick() {
+    let stored = null;
+    try { stored = window.localStorage.getItem("lang"); } catch (e) { /* storage may be disabled */ }
+    if (stored && dictionaries[stored]) return stored;
+    const nav = String(navigator.language || "en").slice(0, 2).toLowerCase();
+    return dictionaries[nav] ? nav : "en";
+  }
+
+  let lang = pick();
+
+  function t(key, vars) {
+    const table = dictionaries[lang] || {};
+    let text = Object.prototype.hasOwnProperty.call(table, key) ? table[key] : key;
+    if (vars) {
+      for (const name of Object.keys(vars)) text = text.split("{" + name + "}").join(String(vars[name]));
+    }
+    return text;
+  }
+
+  function apply(root) {
+    const scope = root || document;
+    scope.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
+    for (const attr of ["title", "placeholder", "aria-label"]) {
+      scope.querySelectorAll("[data-i18n-" + attr + "]").forEach((el) => {
+        el.setAttribute(attr, t(el.getAttribute("data-i18n-" + attr)));
+      });
+    }
+  }
+
+  function setLang(next) {
+    if (!dictionaries[next] || next === lang) return;
+    lang = next;
+    try { window.localStorage.setItem("lang", next); } catch (e) { /* kept for this page only */ }
+    document.documentElement.lang = next;
+    apply(document);
+    document.querySelectorAll("select.lang-switch").forEach((s) => { s.value = next; });
+    listeners.forEach((fn) => fn(next));
+  }
+
+  function widget(container) {
+    const select = document.createElement("select");
+    select.className = "lang-switch";
+    select.setAttribute("aria-label", "Language / Taal");
+    for (const code of Object.keys(dictionaries)) {
+      const option = document.createElement("option");
+      option.value = code;
+      option.textContent = names[code];
+      select.appendChild(option);
+    }
+    select.value = lang;
+    select.addEventListener("change", () => setLang(select.value));
+    container.appendChild(select);
+    return select;
+  }
+
+  function number(value, digits) {
+    return new Intl.NumberFormat(lang === "nl" ? "nl-NL" : "en-GB", {
+      minimumFractionDigits: digits || 0, maximumFractionDigits: digits || 0,
+    }).format(value);
+  }
+
+  window.carealarmI18n = {
+    t: t,
+    get lang() { return lang; },
+    setLang: setLang,
+    onChange: (fn) => listeners.push(fn),
+    apply: apply,
+    widget: widget,
+    number: number,
+  };
+
+  function start() {
+    document.documentElement.lang = lang;
+    apply(document);
+    document.querySelectorAll("[data-i18n-switch]").forEach(widget);
+  }
+  if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);
+  else start();
+})();

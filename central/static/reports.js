@@ -1,0 +1,196 @@
+/* carealarm reports page: three reports, each an SVG chart built here, a table and a CSV download.
+ * Plain DOM and SVG: nothing is fetched but our own API. Text from the API only ever goes into textContent.
+ */
+(function () {
+  "use strict";
+  const i18n = window.carealarmI18n;
+  const t = i18n.t;
+  const SVG = "http://www.w3.org/2000/svg";
+  const tz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  const $ = (id) => document.getElementById(id);
+  let data = null; // the last answers, kept so a language switch redraws without asking again
+
+  function el(tag, attrs, ...children) {
+    const node = document.createElement(tag);
+    for (const [k, v] of Object.entries(attrs || {})) {
+      if (k === "class") node.className = v; else node.setAttribute(k, v);
+    }
+    for (const c of children) node.append(c instanceof Node ? c : document.createTextNode(String(c)));
+    return node;
+  }
+
+  function svg(tag, attrs, text) {
+    const node = document.createElementNS(SVG, tag);
+    for (const [k, v] of Object.entries(attrs || {})) node.setAttribute(k, String(v));
+    if (text !== undefined) node.textContent = text;
+    return node;
+  }
+
+  const pct = (share, digits) => (share === null || share === undefined ? "–" : i18n.number(share * 100, digits === undefined ? 1 : digits) + "%");
+  const secs = (s) => (s === null || s === undefined ? "–" : i18n.number(s, 0) + " s");
+  const hours = (ms) => i18n.number(ms / 3_600_000, 1) + " h";
+
+  /* A vertical bar chart of shares (0..1): items [{label, value, title}], an optional target line. */
+  function barChart(items, opts) {
+    const width = 900, height = 260, left = 48, right = 92, top = 18, bottom = items.length > 10 ? 70 : 40;
+    const plotW = width - left - right, plotH = height - top - bottom;
+    const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": opts.label });
+    const y = (share) => top + plotH * (1 - share);
+    for (const tick of [0, 0.25, 0.5, 0.75, 1]) {
+      root.append(svg("line", { class: "grid", x1: left, x2: width - right, y1: y(tick), y2: y(tick) }));
+      root.append(svg("text", { class: "axis", x: left - 6, y: y(tick) + 4, "text-anchor": "end" }, pct(tick, 0)));
+    }
+    const slot = plotW / Math.max(items.length, 1);
+    const barW = Math.min(56, slot * 0.7);
+    items.forEach((item, i) => {
+      const cx = left + slot * (i + 0.5);
+      const value = item.value;
+      const cls = value === null ? "bar-none" : opts.classify(value);
+      const h = value === null ? 2 : Math.max(1, plotH * value);
+      const bar = svg("rect", { class: "bar " + cls, x: cx - barW / 2, y: top + plotH - h, width: barW, height: h });
+      bar.append(svg("title", {}, item.title || `${item.label}: ${pct(value)}`));
+      root.append(bar);
+      if (value !== null && items.length <= 20) {
+        root.append(svg("text", { class: "value", x: cx, y: top + plotH - h - 4, "text-anchor": "middle" }, pct(value, value === 1 ? 0 : 1)));
+      }
+      const label = item.label.length > 18 ? item.label.slice(0, 17) + "…" : item.label;
+      const ly = top + plotH + 16;
+      const text = svg("text", { class: "axis x-label", x: cx, y: ly, "text-anchor": items.length > 10 ? "end" : "middle" }, label);
+      if (items.length > 10) text.setAttribute("transform", `rotate(-40 ${cx} ${ly})`);
+      root.append(text);
+    });
+    if (opts.target !== undefined) {
+      root.append(svg("line", { class: "target", x1: left, x2: width - right, y1: y(opts.target), y2: y(opts.target) }));
+      root.append(svg("text", { class: "target-label", x: width - right + 6, y: y(opts.target) + 4, "text-anchor": "start" },
+        t("target {pct}", { pct: pct(opts.target) })));
+    }
+    return root;
+  }
+
+  function chartInto(id, items, opts) {
+    const box = $(id);
+    box.replaceChildren(items.length ? barChart(items, opts) : el("p", { class: "empty" }, t("No data in this period.")));
+  }
+
+  function table(id, headers, rows) {
+    const head = el("tr", {}, ...headers.map(([text, num]) => el("th", num ? { class: "num" } : {}, t(text))));
+    const body = rows.map((r) => el("tr", r.cls ? { class: r.cls } : {}, ...r.cells.map((c, i) =>
+      el("td", headers[i][1] ? { class: "num" + (c.bad ? " below" : "") } : {}, c.text === undefined ? c : c.text))));
+    $(id).replaceChildren(el("thead", {}, head), el("tbody", {}, ...body));
+  }
+
+  function drawAnswer(body) {
+    const target = body.targets.within_60;
+    chartInto("chart-answer", body.days.map((d) => ({ label: d.day, value: d.within_60,
+      title: `${d.day}: ${pct(d.within_60)} (${d.answered})` })), {
+      label: t("Share of alarms answered within 60 s, per day"), target: target,
+      classify: (v) => (v >= target ? "bar-ok" : v >= 0.9 ? "bar-mid" : "bar-bad"),
+    });
+    const rows = [];
+    for (const day of body.days) {
+      rows.push({ cls: "total", cells: answerCells(day, day.day, t("all nurses"), body.targets) });
+      for (const n of body.nurses.filter((r) => r.day === day.day)) rows.push({ cls: "sub", cells: answerCells(n, "", n.nurse, body.targets) });
+    }
+    table("table-answer", [["Day"], ["Nurse"], ["Answered", 1], ["Unanswered", 1], ["Within 60 s", 1], ["Within 180 s", 1], ["Median", 1], ["p90", 1]], rows);
+  }
+
+  function answerCells(r, day, nurse, targets) {
+    return [day, nurse, r.answered, r.unanswered,
+      { text: pct(r.within_60), bad: r.within_60 !== null && r.within_60 < targets.within_60 },
+      { text: pct(r.within_180), bad: r.within_180 !== null && r.within_180 < targets.within_180 },
+      secs(r.median_s), secs(r.p90_s)];
+  }
+
+  function drawAdherence(body) {
+    chartInto("chart-adherence", body.clients.map((c) => ({ label: c.client_name, value: c.adherence })), {
+      label: t("Adherence per client"), classify: (v) => (v >= 0.95 ? "bar-ok" : v >= 0.8 ? "bar-mid" : "bar-bad"),
+    });
+    table("table-adherence", [["Client"], ["Due", 1], ["Taken", 1], ["Taken late", 1], ["Missed", 1], ["Pending", 1], ["Adherence", 1], ["On time", 1]],
+      body.clients.map((c) => ({ cells: [c.client_name, c.due, c.taken, c.taken_late, c.missed, c.pending, pct(c.adherence), pct(c.on_time)] })));
+  }
+
+  function drawUptime(body) {
+    const name = (d) => d.label ? `${d.label} (${d.device_id})` : d.device_id;
+    chartInto("chart-uptime", body.devices.map((d) => ({ label: d.device_id, value: d.share_online,
+      title: `${name(d)} — ${d.client_name}: ${pct(d.share_online)}` })), {
+      label: t("Share of time online per device"), classify: (v) => (v >= 0.99 ? "bar-ok" : v >= 0.95 ? "bar-mid" : "bar-bad"),
+    });
+    table("table-uptime", [["Device"], ["Client"], ["Kind"], ["Online", 1], ["Time online", 1], ["Time offline", 1], ["No report", 1], ["Changes", 1]],
+      body.devices.map((d) => ({ cells: [name(d), d.client_name, t(d.kind), pct(d.share_online), hours(d.online_ms), hours(d.offline_ms), hours(d.unknown_ms), d.changes] })));
+  }
+
+  function redraw() {
+    if (!data) return;
+    drawAnswer(data.answer);
+    drawAdherence(data.adherence);
+    drawUptime(data.uptime);
+  }
+
+  function query(format) {
+    const params = new URLSearchParams({ since: $("since").value, until: $("until").value, tz: tz });
+    if (format) params.set("format", format);
+    return params.toString();
+  }
+
+  async function load() {
+    $("range-error").textContent = "";
+    for (const name of ["answer-times", "adherence", "uptime"]) {
+      $("csv-" + name.split("-")[0]).href = `/api/reports/${name}?${query("csv")}`;
+    }
+    const answers = await Promise.all(["answer-times", "adherence", "uptime"].map((name) =>
+      fetch(`/api/reports/${name}?${query()}`, { credentials: "same-origin" })));
+    const bad = answers.find((r) => !r.ok);
+    if (bad) return failed(bad);
+    const [answer, adherence, uptime] = await Promise.all(answers.map((r) => r.json()));
+    data = { answer, adherence, uptime };
+    redraw();
+    document.body.dataset.loaded = "true";
+  }
+
+  async function failed(response) {
+    if (response.status === 401) return show("login");
+    if (response.status === 403) return show("forbidden");
+    const body = await response.json().catch(() => ({}));
+    $("range-error").textContent = typeof body.detail === "string" ? body.detail : `HTTP ${response.status}`;
+  }
+
+  function show(which) {
+    $("login").hidden = which !== "login";
+    $("forbidden").hidden = which !== "forbidden";
+    $("reports").hidden = which !== "reports";
+    $("who").hidden = which === "login";
+  }
+
+  const isoDay = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
+
+  async function start() {
+    const me = await fetch("/api/me", { credentials: "same-origin" });
+    if (!me.ok) return show("login");
+    const user = await me.json();
+    $("who-name").textContent = `${user.display_name} · ${t(user.role)}`;
+    const today = new Date();
+    $("until").value = $("until").value || isoDay(today);
+    $("since").value = $("since").value || isoDay(new Date(today.getTime() - 6 * 86_400_000));
+    show("reports");
+    await load();
+  }
+
+  $("range").addEventListener("submit", (e) => { e.preventDefault(); load(); });
+  $("login-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const response = await fetch("/api/session", { method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username: $("username").value, password: $("password").value }) });
+    $("login-error").textContent = response.ok ? "" : t("Unknown user name or wrong password.");
+    if (response.ok) start();
+  });
+  $("sign-out").addEventListener("click", async () => {
+    await fetch("/api/session", { method: "DELETE" });
+    data = null;
+    show("login");
+  });
+  i18n.onChange(() => {
+    redraw();
+    if (data) fetch("/api/me").then((r) => r.json()).then((u) => { $("who-name").textContent = `${u.display_name} · ${t(u.role)}`; });
+  });
+  start();
+})();
