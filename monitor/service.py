@@ -26,7 +26,7 @@ from storage.db import SessionFactory
 from .devices import sweep_devices
 from .doses import plan_doses
 from .steps import due_soon, run_due_steps
-from .store import handle_pending_events, policy_for
+from .store import PolicyBook, handle_pending_events
 
 __all__ = ["Monitor", "MonitorMetrics"]
 
@@ -136,7 +136,8 @@ class Monitor:
             from storage.models import MedicationDose
 
             clients = set(session.scalars(select(MedicationDose.client_id)))
-            grace = {c: policy_for(session, c).dose_grace_s for c in clients}
+            book = PolicyBook(session)
+            grace = {c: book.of(c).dose_grace_s for c in clients}
             return plan_doses(session, self._clock_ms(), self._tz, grace)
 
     def pending_timers(self) -> list[tuple[int, int]]:

@@ -343,3 +343,55 @@ def test_escalations_go_before_a_peak_of_dose_reminders(world: World) -> None:
         run = run_due_steps(s, world.now, EMAIL, limit=100)
     assert run.ran == 100
     assert world.alerts("alarm")[0].level == 1
+
+
+def test_sweep_finds_silent_never_connected_and_low_battery_devices(world: World) -> None:
+    """The device sweep raises offline for a silent and a never-connected device and a battery alert."""
+    from monitor.devices import sweep_devices
+
+    with world.sessions.begin() as s:
+        other = add_client(s, name="Dhr. Tweede", now_ms=T0)
+        add_device(s, device_id="fresh", client_id=other.id, kind="dispenser", now_ms=T0)
+        add_device(s, device_id="never", client_id=other.id, kind="dispenser", now_ms=T0 - 7_200_000)
+        silent = s.get(Device, "btn")
+        assert silent is not None
+        silent.last_seen_ms, silent.online, silent.heartbeat_interval_s = T0 - 700_000, True, 300
+        fresh = s.get(Device, "fresh")
+        assert fresh is not None
+        fresh.last_seen_ms, fresh.online, fresh.battery = T0 - 1000, True, 15
+        s.get(Device, "med").last_seen_ms = T0  # type: ignore[union-attr]
+    with world.sessions.begin() as s:
+        assert sweep_devices(s, T0, EMAIL)
+    kinds = sorted((a.kind, a.device_id) for a in world.alerts())
+    assert kinds == [("battery_low", "fresh"), ("offline", "btn"), ("offline", "never")]
+    with world.sessions() as s:
+        assert s.get(Device, "btn").online is False  # type: ignore[union-attr]
+
+
+def test_an_alarm_is_handled_before_a_flood_of_status_reports(world: World) -> None:
+    """300 devices' status reports are waiting; an alarm stored after them is turned into an alert first."""
+    with world.sessions.begin() as s:
+        for i in range(300):
+            s.add(
+                DeviceEvent(
+                    device_id="med",
+                    msg_id=f"~status-{i}",
+                    kind="status",
+                    device_ts_ms=T0,
+                    received_ms=T0,
+                    payload=json.dumps({"online": True}),
+                )
+            )
+        s.add(
+            DeviceEvent(
+                device_id="btn",
+                msg_id="urgent",
+                kind="alarm",
+                device_ts_ms=T0,
+                received_ms=T0,
+                payload=json.dumps({"msg_id": "urgent", "ts": T0}),
+            )
+        )
+    with world.sessions.begin() as s:
+        handle_pending_events(s, T0, EMAIL, limit=10)
+    assert [a.kind for a in world.alerts()] == ["alarm"]
