@@ -227,12 +227,30 @@ async def nurse_socket(websocket: WebSocket, call_id: str) -> None:
         await _refuse(websocket, 4401, "not signed in")
         return
     if not hub.claim(call_id, user.id, user.display_name):
+        ended = await asyncio.to_thread(_ended_call, websocket.app.state.ctx.sessions, call_id)
+        if ended is not None:
+            # The call ended before this socket arrived (a quick decline): say how, not just "unknown".
+            await websocket.send_json({"type": "ended", "call": ended})
+            await websocket.close(code=1000)
+            return
         await _refuse(websocket, 4404, "no such call in progress, or another nurse has it")
         return
     peer = _WsPeer(websocket)
     live = await hub.attach(call_id, "nurse", peer)
     if live is not None:
         await _serve(hub, live, "nurse", websocket, peer)
+
+
+def _ended_call(sessions: Any, call_id: str) -> dict[str, Any] | None:
+    from .models import CallRecord
+
+    if len(call_id) > 32:
+        return None
+    with sessions() as session:
+        record = session.get(CallRecord, call_id)
+        if record is None or record.state != "ended":
+            return None
+        return {"id": record.id, "state": record.state, "end_reason": record.end_reason}
 
 
 @router.websocket("/api/calls/{call_id}/device")
