@@ -21,7 +21,7 @@ import re
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -331,7 +331,10 @@ class ShiftBody(BaseModel):
 
 @router.get("/api/manage/shifts")
 def list_shifts(
-    request: Request, _user: Manager, since_ms: int | None = None, until_ms: int | None = None
+    request: Request,
+    _user: Manager,
+    since_ms: Annotated[int | None, Query(ge=0, le=10**15)] = None,
+    until_ms: Annotated[int | None, Query(ge=0, le=10**15)] = None,
 ) -> list[dict[str, Any]]:
     """Shifts that overlap the window (default: from now on), by start."""
     ctx = _ctx(request)

@@ -23,6 +23,7 @@ from storage.models import Alert, Client, Device, DeviceEvent, DoseInstance, Use
 
 from . import report_calc as calc
 from .auth import SignedInUser
+from .ids import MAX_ID
 from .routes import current_user
 
 __all__ = ["REPORT_ROLES", "router"]
@@ -159,7 +160,11 @@ def answer_times(request: Request, user: ReportUser, span: Window, format: Forma
 
 @router.get("/api/reports/adherence")
 def adherence(
-    request: Request, user: ReportUser, span: Window, client_id: int | None = None, format: Format = "json"
+    request: Request,
+    user: ReportUser,
+    span: Window,
+    client_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
+    format: Format = "json",
 ) -> Any:
     """Per client: doses due, taken, taken late, missed, still pending, and adherence."""
     since_ms, until_ms, zone = span

@@ -163,6 +163,12 @@ def test_demo_alarm_reaches_the_console_and_is_acknowledged(browser: object, tmp
         _row(page, other_name, "open").wait_for(timeout=10_000)
         assert page.evaluate("window.__noReload") is True
         page.screenshot(path=str(ARTIFACTS / "console-demo-live.png"))
+
+        # The first alarm is resolved with an outcome: it leaves the console.
+        taken = _row(page, client_name, "progress")
+        taken.locator("select").select_option("talked_to_client")
+        taken.get_by_role("button", name="Resolve").click()
+        _row(page, client_name, "progress").wait_for(state="detached", timeout=5_000)
     finally:
         page.close()
         code = service.stop()

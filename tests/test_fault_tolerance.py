@@ -5,6 +5,7 @@ one alert, escalated once, and the console that stayed open shows them all."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -118,25 +120,16 @@ def test_the_service_survives_every_part_failing(pg_url: str, tmp_path: Path) ->
         "CAREALARM_DATA_DIR": str(tmp_path),
         "CAREALARM_POLL_INTERVAL_S": "0.5",
     }
-    parts = {name: Component(name, env, tmp_path) for name in ("gateway", "monitor", "central")}
-    devices = [SimDevice(c, MqttConfig("127.0.0.1", broker.port)) for c in creds]
-    for d in devices:
-        d.start()
-    stop = threading.Event()
-
-    def resend() -> None:  # a device resends until the application ack, as protocol v1 requires
-        while not stop.is_set():
-            for d in devices:
-                d.resend_due()
-            time.sleep(0.5)
-
-    resender = threading.Thread(target=resend, daemon=True)
-    resender.start()
+    parts: dict[str, Component] = {}
+    fleet = DeviceLoop([SimDevice(c, MqttConfig("127.0.0.1", broker.port)) for c in creds])
+    devices = fleet.devices
     log: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         try:
+            parts.update({name: Component(name, env, tmp_path) for name in ("gateway", "monitor", "central")})
+            fleet.start()
             wait_for(lambda: _get_ok(f"http://127.0.0.1:{http}/healthz"), 30, what="central")
             page.goto(f"http://127.0.0.1:{http}/")
             page.fill("#username", "nurse")
@@ -150,7 +143,7 @@ def test_the_service_survives_every_part_failing(pg_url: str, tmp_path: Path) ->
                 12: ("restart monitor", parts["monitor"].start),
                 15: ("kill -9 central", parts["central"].kill9),
                 18: ("restart central", parts["central"].start),
-                21: ("kill -9 broker", broker.process.kill if broker.process else lambda: None),
+                21: ("kill -9 broker", lambda: _kill9(broker)),
                 22: (
                     "restart broker",
                     lambda: broker.start([(c.device_id, mosquitto_hash(c.password)) for c in creds]),
@@ -160,7 +153,7 @@ def test_the_service_survives_every_part_failing(pg_url: str, tmp_path: Path) ->
             }
             for second in range(DEVICES + 3):
                 if second < DEVICES:
-                    devices[second].press_alarm()
+                    fleet.call(devices[second].press_alarm)
                 if second in faults:
                     what, act = faults[second]
                     act()
@@ -195,15 +188,59 @@ def test_the_service_survives_every_part_failing(pg_url: str, tmp_path: Path) ->
             )
             assert stored == DEVICES and counts == [1] and shown == DEVICES
         finally:
-            stop.set()
+            fleet.stop()
             browser.close()
-            for d in devices:
-                d.stop(graceful=False)
             for part in parts.values():
                 part.stop()
             broker.stop()
             proxy.close()
             engine.dispose()
+
+
+def _kill9(broker: EmbeddedBroker) -> None:
+    assert broker.process is not None
+    broker.process.kill()
+    broker.process.wait(10)
+
+
+class DeviceLoop:
+    """The simulated devices on an asyncio loop of their own (a thread), resending until acknowledged."""
+
+    def __init__(self, devices: list[SimDevice]) -> None:
+        self.devices = devices
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._resender: asyncio.Future[None] | None = None
+
+    def start(self) -> None:
+        self._thread.start()
+        self._resender = asyncio.run_coroutine_threadsafe(self._run(), self.loop)  # type: ignore[assignment]
+
+    async def _run(self) -> None:
+        for d in self.devices:
+            d.start()
+        while True:  # a device resends until the application ack, as protocol v1 requires
+            for d in self.devices:
+                d.resend_due()
+            await asyncio.sleep(0.5)
+
+    def call(self, fn: Callable[[], object]) -> None:
+        self.loop.call_soon_threadsafe(fn)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        if self._resender is not None:
+            self._resender.cancel()
+
+        async def close() -> None:
+            for d in self.devices:
+                await d.stop(graceful=False)
+
+        asyncio.run_coroutine_threadsafe(close(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
 
 
 def _get_ok(url: str) -> bool:

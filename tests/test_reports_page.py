@@ -35,7 +35,9 @@ DAY = 24 * HOUR
 
 def seed(sessions: SessionFactory, now_ms: int) -> None:
     """Six days of alarms (one day under target), three clients' doses, three devices' status reports."""
-    start = now_ms - 6 * DAY
+    # Day starts at 03:00 UTC: the eight alarms of a day (04:00-11:00 UTC) stay on one calendar day in any
+    # time zone from UTC-3 to UTC+12, whatever the hour the test runs at.
+    start = now_ms - now_ms % DAY - 6 * DAY + 3 * HOUR
     with sessions.begin() as s:
         nurses = [
             add_user(

@@ -178,6 +178,12 @@ function row(a, inProgress) {
   tools.className = "tools";
   tools.append(link(`/static/client.html?id=${a.client.id}`, T("Client"), "_blank"),
     link(`/static/call.html?client=${a.client.id}`, T("Video call"), "_blank"));
+  const note = document.createElement("button");
+  note.type = "button";
+  note.className = "note-btn";
+  note.textContent = T("Note");
+  note.addEventListener("click", (ev) => { ev.stopPropagation(); addNote(a.id); });
+  tools.append(note);
   actions.append(tools, " ");
   if (!inProgress) {
     const b = document.createElement("button");
@@ -229,6 +235,13 @@ function watchCalls() {
     if (ringing.length) beep();
   };
   ws.onclose = (ev) => { if (ev.code !== 4401 && !$("console").hidden) setTimeout(watchCalls, 2000); };
+}
+
+async function addNote(id) {
+  const text = window.prompt(T("Note for this alert (shown on the client's timeline):"));
+  if (!text || !text.trim()) return;
+  try { await api("POST", `/api/alerts/${id}/notes`, { text: text.trim() }); }
+  catch (e) { if (e.status === 401) showLogin(); else alert(`${T("Could not add the note")}: ${e.message}`); }
 }
 
 async function acknowledge(id) {
