@@ -27,7 +27,7 @@ import paho.mqtt.client as paho
 from sqlalchemy.exc import SQLAlchemyError
 
 from carealarm.mqtt import HINT_EVENTS, MqttConfig
-from protocol.v1 import DEVICE_KINDS, Ack, Heartbeat, Status, ack_topic, encode_ack
+from protocol.v1 import DEVICE_KINDS, Ack, Heartbeat, ProtocolError, Status, ack_topic, decode, encode_ack
 from storage.db import SessionFactory
 
 from .ingest import Inbound, Plan, plan_batch, priority_of
@@ -77,6 +77,7 @@ class Gateway:
         # outage must never have its alarm refused (or wait) because of them.
         self._alarm_limiter = RateLimiter(rate=1.0, burst=100.0) if rate_limiter is None else rate_limiter
         self._limiter_lock = threading.Lock()
+        self._liveness_lock = threading.Lock()  # paho's bulk thread and the writer both track liveness
         self._queue: queue.PriorityQueue[tuple[int, int, Inbound]] = queue.PriorityQueue()
         self._seq = itertools.count()
         self._stop = threading.Event()
@@ -132,6 +133,15 @@ class Gateway:
             with self._limiter_lock:
                 if not limiter.allow(parts[3], time.monotonic()):
                     refused = "rate_limited"
+            # A valid heartbeat is state, not an event: handled here on the broker link's own thread, so
+            # thousands of them a second never queue in front of the writer (and its alarms).
+            if (
+                refused is None
+                and parts[4] == "heartbeat"
+                and not msg.retain
+                and self._heartbeat_now(link, msg)
+            ):
+                return
         inbound = Inbound(
             msg.topic,
             bytes(msg.payload),
@@ -145,6 +155,20 @@ class Gateway:
         # A flooding device's excess goes to the back of the queue, behind every other device's messages.
         priority = _REFUSED_PRIORITY if refused else priority_of(msg.topic)
         self._queue.put((priority, next(self._seq), inbound))
+
+    def _heartbeat_now(self, link: BrokerLink, msg: paho.MQTTMessage) -> bool:
+        """Take a valid heartbeat of a known device at once; False sends it the slow way (dead letters)."""
+        try:
+            message = decode(msg.topic, bytes(msg.payload))
+        except ProtocolError:
+            return False
+        if not isinstance(message, Heartbeat) or message.device_id not in self._known:
+            return False
+        self.metrics.count_received("heartbeat")
+        with self._liveness_lock:
+            self._track_liveness(message, self._clock_ms())
+        link.ack(msg.mid, msg.qos)
+        return True
 
     # -- writer thread -----------------------------------------------------------------------------
     def _write_loop(self) -> None:
@@ -172,8 +196,9 @@ class Gateway:
         for inbound in batch:
             self.metrics.count_received(inbound.topic.rsplit("/", 1)[-1][:16])
         plan = plan_batch(batch, self._is_known, self._clock_ms())
-        for inbound, message in plan.liveness:
-            self._track_liveness(message, None if inbound.retain else inbound.received_ms)
+        with self._liveness_lock:
+            for inbound, message in plan.liveness:
+                self._track_liveness(message, None if inbound.retain else inbound.received_ms)
         inserted = (
             self._commit_with_retry(plan) if plan.events or plan.rejects or plan.status_changes else set()
         )
@@ -290,14 +315,16 @@ class Gateway:
     def _flush_liveness(self) -> None:
         self._last_flush = time.monotonic()
         self._liveness_urgent = False
-        self.metrics.devices_online = sum(self._online.values())
-        if not self._liveness:
-            return
-        pending, self._liveness = list(self._liveness.values()), {}
+        with self._liveness_lock:
+            self.metrics.devices_online = sum(self._online.values())
+            if not self._liveness:
+                return
+            pending, self._liveness = list(self._liveness.values()), {}
         try:
             with self._sessions.begin() as session:
                 store_plan(session, Plan(), pending)
         except SQLAlchemyError as exc:
             log.warning("gateway: liveness flush failed (%s); will retry", exc.__class__.__name__)
-            for update in pending:  # keep the newest of what we had and what arrived since
-                self._liveness.setdefault(update["device_id"], update)
+            with self._liveness_lock:
+                for update in pending:  # keep the newest of what we had and what arrived since
+                    self._liveness.setdefault(update["device_id"], update)

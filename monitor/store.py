@@ -103,7 +103,7 @@ class PolicyBook:
 
 
 def handle_pending_events(
-    session: Session, now_ms: int, channels: frozenset[str] = frozenset(), limit: int = 200
+    session: Session, now_ms: int, channels: frozenset[str] = frozenset(), limit: int = 100
 ) -> Outcome:
     """Turn stored, not yet handled device events into alerts and dose updates.
 
@@ -124,12 +124,15 @@ def handle_pending_events(
         query = query.with_for_update(skip_locked=True, of=DeviceEvent)
     out = Outcome()
     book = PolicyBook(session)
-    for event, device in session.execute(query).all():
+    rows = session.execute(query).all()
+    open_kinds = _open_kinds(session, {device.client_id for _, device in rows}) if rows else set()
+    for event, device in rows:
         policy = book.of(device.client_id)
         # The alert's clock starts when the event reached the service, not when the monitor saw it.
         at = event.received_ms
         for effect in decide_event(event.kind, event.payload, device.kind):
             if isinstance(effect, OpenAlert):
+                open_kinds.add((device.client_id, effect.kind))  # a later event of this batch may resolve it
                 out.alerts_changed |= (
                     open_alert(
                         session,
@@ -145,9 +148,11 @@ def handle_pending_events(
                     is not None
                 )
             elif isinstance(effect, ResolveAlerts):
-                out.alerts_changed |= resolve_kind(
-                    session, device.client_id, effect.kind, effect.outcome, effect.note, now_ms
-                )
+                # Most "back online" reports resolve nothing: ask the database only when there is an alert.
+                if (device.client_id, effect.kind) in open_kinds:
+                    out.alerts_changed |= resolve_kind(
+                        session, device.client_id, effect.kind, effect.outcome, effect.note, now_ms
+                    )
             elif isinstance(effect, CancelAlarm):
                 out.alerts_changed |= _cancel_alarm(session, device, effect.alarm_msg_id, at, now_ms, policy)
             elif isinstance(effect, DoseReport):
@@ -163,6 +168,18 @@ def handle_pending_events(
         event.handled_ms = now_ms
         out.handled += 1
     return out
+
+
+def _open_kinds(session: Session, client_ids: set[int]) -> set[tuple[int, str]]:
+    """(client, kind) of every alert not resolved, for these clients: one query for a whole batch."""
+    return {
+        (c, k)
+        for c, k in session.execute(
+            select(Alert.client_id, Alert.kind).where(
+                Alert.client_id.in_(client_ids), Alert.state != AlertState.RESOLVED
+            )
+        )
+    }
 
 
 def open_alert(

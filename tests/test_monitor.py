@@ -395,3 +395,21 @@ def test_an_alarm_is_handled_before_a_flood_of_status_reports(world: World) -> N
     with world.sessions.begin() as s:
         handle_pending_events(s, T0, EMAIL, limit=10)
     assert [a.kind for a in world.alerts()] == ["alarm"]
+
+
+def test_offline_then_online_in_one_batch_leaves_no_alert_open(world: World) -> None:
+    """A Last Will and the reconnect's online report handled in one batch: the offline alert is resolved."""
+    with world.sessions.begin() as s:
+        for i, online in enumerate((False, True)):
+            s.add(
+                DeviceEvent(
+                    device_id="btn",
+                    msg_id=f"~status-{i}",
+                    kind="status",
+                    device_ts_ms=T0,
+                    received_ms=T0,
+                    payload=json.dumps({"online": online}),
+                )
+            )
+    world.handle()
+    assert [(a.kind, a.state) for a in world.alerts()] == [("offline", "resolved")]
