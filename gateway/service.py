@@ -47,6 +47,8 @@ BULK_KINDS = tuple(k for k in DEVICE_KINDS if k not in PRIORITY_KINDS)
 _MAX_BATCH = 500
 # Liveness (last seen, battery) is written in batches, not once per heartbeat.
 _LIVENESS_FLUSH_S = 5.0
+# Devices per liveness transaction (see _flush_liveness).
+_LIVENESS_CHUNK = 500
 # A device that is not registered is looked up again after this long (it may have been provisioned).
 _UNKNOWN_RECHECK_S = 30.0
 _REFUSED_PRIORITY = 9
@@ -88,6 +90,7 @@ class Gateway:
         self._online: dict[str, bool] = {}  # what this gateway heard last, for the metrics gauge
         self._last_flush = time.monotonic()
         self._writer: threading.Thread | None = None
+        self._flusher: threading.Thread | None = None
         prefix = f"$share/{share_group}/" if share_group else ""
         self._links = [
             BrokerLink(
@@ -114,6 +117,11 @@ class Gateway:
             target=self._write_loop, name=f"gateway-{self._name}-writer", daemon=True
         )
         self._writer.start()
+        # Liveness has a thread of its own: writing 10,000 devices' last-seen must never make an alarm wait.
+        self._flusher = threading.Thread(
+            target=self._flush_loop, name=f"gateway-{self._name}-liveness", daemon=True
+        )
+        self._flusher.start()
         for link in self._links:
             link.start()
 
@@ -123,6 +131,8 @@ class Gateway:
             link.stop()
         if self._writer is not None:
             self._writer.join(timeout=10)
+        if self._flusher is not None:
+            self._flusher.join(timeout=10)
 
     # -- paho threads ------------------------------------------------------------------------------
     def _on_message(self, link: BrokerLink, msg: paho.MQTTMessage) -> None:
@@ -176,8 +186,6 @@ class Gateway:
             batch = self._take_batch()
             if batch:
                 self._handle(batch)
-            if self._liveness_urgent or time.monotonic() - self._last_flush >= self._liveness_flush_s:
-                self._flush_liveness()
 
     def _take_batch(self) -> list[Inbound]:
         try:
@@ -312,6 +320,11 @@ class Gateway:
             # A live online/offline report (the Last Will included) reaches the database at once.
             self._liveness_urgent = True
 
+    def _flush_loop(self) -> None:
+        while not self._stop.wait(0.1):
+            if self._liveness_urgent or time.monotonic() - self._last_flush >= self._liveness_flush_s:
+                self._flush_liveness()
+
     def _flush_liveness(self) -> None:
         self._last_flush = time.monotonic()
         self._liveness_urgent = False
@@ -321,8 +334,10 @@ class Gateway:
                 return
             pending, self._liveness = list(self._liveness.values()), {}
         try:
-            with self._sessions.begin() as session:
-                store_plan(session, Plan(), pending)
+            # Short transactions: SQLite has one writer, and an alarm's commit slips in between chunks.
+            for i in range(0, len(pending), _LIVENESS_CHUNK):
+                with self._sessions.begin() as session:
+                    store_plan(session, Plan(), pending[i : i + _LIVENESS_CHUNK])
         except SQLAlchemyError as exc:
             log.warning("gateway: liveness flush failed (%s); will retry", exc.__class__.__name__)
             with self._liveness_lock:

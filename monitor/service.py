@@ -102,7 +102,8 @@ class Monitor:
     # -- one round of each kind of work (also what the tests drive) -------------------------------
     def handle_events(self) -> int:
         with self._sessions.begin() as session:
-            out = handle_pending_events(session, self._clock_ms(), self._channels)
+            # Small batches: an alarm that arrives meanwhile waits for one batch at most (alarms come first).
+            out = handle_pending_events(session, self._clock_ms(), self._channels, limit=25)
         self.metrics.events += out.handled
         if out.alerts_changed:
             self._after_alert_change()
