@@ -185,6 +185,11 @@ def test_broker_restart_reconnects_and_resubscribes(broker: EmbeddedBroker, sess
             f"\nbroker restart: 10 events before, 10 after; stored {len(_stored(sessions, 'before'))} + "
             f"{len(_stored(sessions, 'after'))}"
         )
+        assert gw.connected
+        assert sorted(_stored(sessions, "before") + _stored(sessions, "after")) == sorted(
+            json.loads(p)["msg_id"]
+            for _, p in _dose_events(devices, 2, "before") + _dose_events(devices, 2, "after")
+        )
     finally:
         gw.stop()
 
