@@ -17,6 +17,34 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any, Final, Literal
 
+from .fields import (
+    ID_RE as _ID_RE,
+)
+from .fields import (
+    ProtocolError,
+)
+from .fields import (
+    choice as _choice,
+)
+from .fields import (
+    json_object as _json_object,
+)
+from .fields import (
+    opt_int as _opt_int,
+)
+from .fields import (
+    opt_str as _opt_str,
+)
+from .fields import (
+    req_id as _id,
+)
+from .fields import (
+    req_int as _int,
+)
+from .fields import (
+    req_str as _str,
+)
+
 __all__ = [
     "ALARM_KINDS",
     "COMMANDS",
@@ -61,8 +89,6 @@ TOPIC_ROOT: Final = "carealarm/v1/devices"
 # A real alarm or dose message is a few hundred bytes; 4 KiB leaves room for growth while refusing
 # anything that could be used to exhaust memory or the database.
 MAX_PAYLOAD_BYTES: Final = 4096
-# Device ids and message ids are used in topics and database keys: a safe, bounded alphabet.
-_ID_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 # 1e15 ms is the year 33658; anything above is garbage, not a clock error.
 _MAX_TS_MS: Final = 10**15
 
@@ -80,15 +106,6 @@ EVENT_KINDS: Final = frozenset({"alarm", "dose", "dispenser", "schedule", "fault
 # A dispenser holds at most this many doses a day (one every hour).
 _MAX_SCHEDULE: Final = 24
 _HHMM: Final = re.compile(r"(?:[01][0-9]|2[0-3]):[0-5][0-9]")
-
-
-class ProtocolError(ValueError):
-    """A device message that is not valid protocol v1; ``reason`` is a stable code."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,74 +465,3 @@ def decode_ack(payload: bytes) -> Ack:
         raise ProtocolError("bad_value", "status must be accepted or rejected")
     msg_id = None if body.get("msg_id") is None and status == "rejected" else _id(body, "msg_id")
     return Ack(msg_id, "accepted" if status == "accepted" else "rejected", _opt_str(body, "reason", 200))
-
-
-def _json_object(payload: bytes) -> dict[str, Any]:
-    try:
-        body = json.loads(payload.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError("bad_json", f"payload is not UTF-8 JSON ({type(exc).__name__})") from None
-    if not isinstance(body, dict):
-        raise ProtocolError("bad_json", "payload must be a JSON object")
-    return body
-
-
-def _id(body: dict[str, Any], key: str) -> str:
-    value = body.get(key)
-    if value is None:
-        raise ProtocolError("missing_field", f"{key} is required")
-    if not isinstance(value, str):
-        raise ProtocolError("bad_type", f"{key} must be a string")
-    if not _ID_RE.fullmatch(value):
-        raise ProtocolError("bad_value", f"{key} must be 1-64 characters of A-Z a-z 0-9 _ . : -")
-    return value
-
-
-def _int(body: dict[str, Any], key: str, low: int, high: int) -> int:
-    value = body.get(key)
-    if value is None:
-        raise ProtocolError("missing_field", f"{key} is required")
-    return _check_int(key, value, low, high)
-
-
-def _opt_int(body: dict[str, Any], key: str, low: int, high: int) -> int | None:
-    value = body.get(key)
-    return None if value is None else _check_int(key, value, low, high)
-
-
-def _check_int(key: str, value: object, low: int, high: int) -> int:
-    # bool is an int subclass in Python; true/false is never a number on the wire.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ProtocolError("bad_type", f"{key} must be an integer")
-    if not low <= value <= high:
-        raise ProtocolError("bad_value", f"{key} must be between {low} and {high}")
-    return value
-
-
-def _choice(body: dict[str, Any], key: str, allowed: frozenset[str], default: str | None = None) -> str:
-    value = _opt_str(body, key, 32)
-    if value is None:
-        if default is None:
-            raise ProtocolError("missing_field", f"{key} is required")
-        return default
-    if value not in allowed:
-        raise ProtocolError("bad_value", f"{key} must be one of {sorted(allowed)}")
-    return value
-
-
-def _str(body: dict[str, Any], key: str, max_len: int) -> str:
-    value = _opt_str(body, key, max_len)
-    if value is None:
-        raise ProtocolError("missing_field", f"{key} is required")
-    return value
-
-
-def _opt_str(body: dict[str, Any], key: str, max_len: int) -> str | None:
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ProtocolError("bad_type", f"{key} must be a string")
-    if not 0 < len(value) <= max_len:
-        raise ProtocolError("bad_value", f"{key} must be 1-{max_len} characters")
-    return value
