@@ -36,6 +36,7 @@ __all__ = [
     "MedicationDose",
     "Notification",
     "Policy",
+    "ServiceRun",
     "Suppression",
     "User",
     "UserSession",
@@ -136,6 +137,9 @@ class DeviceEvent(Base):
     received_ms: Mapped[int] = mapped_column(BigInteger)
     payload: Mapped[str] = mapped_column(Text)  # the validated message as JSON
     handled_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # An alarm that came under a msg_id already used for another message: the device's msg_id (the event is
+    # stored under a derived one, and a device-fault alert is raised).
+    reused_msg_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class DeadLetter(Base):
@@ -157,14 +161,15 @@ class Alert(Base):
 
     __tablename__ = "alerts"
     __table_args__ = (
-        # One open (not resolved) alert per client and kind: a repeat raises ``count`` instead.
+        # What a repeat of the same problem is counted on (PagerDuty's dedup key): one alert per key while the
+        # key is set. The key says what the alert is about — a device and kind, a dose instance, a visit, the
+        # client's alarm while it is open — and is cleared when a repeat must become news again.
         Index(
-            "uq_alerts_one_open",
-            "client_id",
-            "kind",
+            "uq_alerts_open_key",
+            "open_key",
             unique=True,
-            postgresql_where=text("state <> 'resolved'"),
-            sqlite_where=text("state <> 'resolved'"),
+            postgresql_where=text("open_key IS NOT NULL"),
+            sqlite_where=text("open_key IS NOT NULL"),
         ),
     )
 
@@ -192,6 +197,12 @@ class Alert(Base):
     )
     # What the alert is about beyond client and kind (a dose id, a visit id), for resolving it later.
     subject: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # The dedup key while repeats are counted on this alert (see ``monitor.rules.open_key``); NULL after.
+    open_key: Mapped[str | None] = mapped_column(String(120), nullable=True)
+    # An alarm pressed while an earlier alarm of the client was in progress: the alarm that was running.
+    incident_alert_id: Mapped[int | None] = mapped_column(
+        ForeignKey("alerts.id", name="fk_alerts_incident_alert_id_alerts"), nullable=True
+    )
 
 
 class AlertChange(Base):
@@ -309,6 +320,11 @@ class MaintenanceWindow(Base):
     ends_ms: Mapped[int] = mapped_column(BigInteger)
     reason: Mapped[str] = mapped_column(String(200))
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Set when someone ended the window early (``ends_ms`` is then moved to that moment).
+    ended_by: Mapped[int | None] = mapped_column(
+        ForeignKey("users.id", name="fk_maintenance_windows_ended_by_users"), nullable=True
+    )
 
 
 class Suppression(Base):
@@ -350,7 +366,8 @@ class DoseInstance(Base):
     device_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     dose_id: Mapped[str] = mapped_column(String(64))
     due_ms: Mapped[int] = mapped_column(BigInteger, index=True)
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending|taken|missed|taken_late
+    # pending | taken | missed | taken_late | cancelled (removed from the schedule before it was due)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
     reminded: Mapped[bool] = mapped_column(default=False)
     taken_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id"), nullable=True)
@@ -384,3 +401,18 @@ class Visit(Base):
     target_ms: Mapped[int] = mapped_column(BigInteger)
     arrived_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     state: Mapped[str] = mapped_column(String(16), default="underway")  # underway | arrived | cancelled
+
+
+class ServiceRun(Base):
+    """One run of a component (gateway, monitor, central) from its start until its last heartbeat.
+
+    The gaps between runs are the service's own downtime: device uptime leaves them out.
+    """
+
+    __tablename__ = "service_runs"
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    component: Mapped[str] = mapped_column(String(32), index=True)  # gateway | monitor | central
+    instance: Mapped[str] = mapped_column(String(100))
+    started_ms: Mapped[int] = mapped_column(BigInteger)
+    last_beat_ms: Mapped[int] = mapped_column(BigInteger, index=True)
