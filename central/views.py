@@ -31,6 +31,7 @@ def _views(session: Session, condition: Any) -> list[dict[str, Any]]:
         .where(condition)
         .order_by(Alert.priority, Alert.opened_ms, Alert.id)
     ).all()
+    incidents = _incidents(session, {a.incident_alert_id for a, *_ in rows if a.incident_alert_id})
     return [
         {
             "id": alert.id,
@@ -50,6 +51,8 @@ def _views(session: Session, condition: Any) -> list[dict[str, Any]]:
             "acknowledged_by": acked.display_name if acked else None,
             "resolved_ms": alert.resolved_ms,
             "outcome": alert.outcome,
+            # An alarm pressed while an earlier alarm of the client was in progress: who has that one.
+            "incident": incidents.get(alert.incident_alert_id) if alert.incident_alert_id else None,
             "client": {
                 "id": client.id,
                 "name": client.name,
@@ -68,3 +71,18 @@ def _views(session: Session, condition: Any) -> list[dict[str, Any]]:
         }
         for alert, client, device, acked in rows
     ]
+
+
+def _incidents(session: Session, ids: set[int]) -> dict[int, dict[str, Any]]:
+    """The running alarms that later alarms belong to: id, state, since when, and who took it."""
+    if not ids:
+        return {}
+    rows = session.execute(
+        select(Alert.id, Alert.state, Alert.opened_ms, Alert.acknowledged_ms, User.display_name)
+        .outerjoin(User, User.id == Alert.acknowledged_by)
+        .where(Alert.id.in_(ids))
+    ).all()
+    return {
+        i: {"id": i, "state": state, "opened_ms": opened, "acknowledged_ms": acked, "acknowledged_by": name}
+        for i, state, opened, acked, name in rows
+    }
