@@ -84,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument(
         "--scenario",
         default="demo",
-        help="demo (default), realistic, heartbeats or storm (see devices/simulator/scenarios.py)",
+        help="demo (default), realistic, heartbeats, storm (see devices/simulator/scenarios.py), or "
+        "care-day: a compressed day with every case the console must handle, which ends by itself "
+        "(devices/simulator/careday.py)",
     )
     sim.add_argument("--devices", type=int, default=None, metavar="N", help="use the first N devices only")
     sim.add_argument("--seed", type=int, default=1, help="random seed, so a run is repeatable")
@@ -108,6 +110,14 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         metavar="SECONDS",
         help="heartbeat interval of every device (default: the scenario's, 30)",
+    )
+    sim.add_argument(
+        "--compress",
+        type=float,
+        default=None,
+        metavar="FACTOR",
+        help="care-day: seconds of the simulated day per second of the run (default 240: the day "
+        "07:00-23:00 takes four minutes)",
     )
     sim.add_argument("--fleet", type=Path, default=None, metavar="FILE", help="credentials file to use")
     sim.add_argument("--quiet", action="store_true", help="no progress display")
@@ -201,7 +211,7 @@ def _broker(settings: Settings) -> int:
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from devices.simulator.fleet import format_progress, load_fleet, resolve_scenario, run_fleet
+    from devices.simulator.fleet import format_progress, load_fleet, plan_actions, resolve_scenario, run_fleet
 
     from .mqtt import MqttConfig
 
@@ -213,8 +223,13 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 1
     try:
-        scenario = resolve_scenario(args.scenario, alarm_every_s=args.alarm_every, heartbeat_s=args.heartbeat)
-    except KeyError as exc:
+        scenario = resolve_scenario(
+            args.scenario,
+            alarm_every_s=args.alarm_every,
+            heartbeat_s=args.heartbeat,
+            compression=args.compress,
+        )
+    except (KeyError, ValueError) as exc:
         print(f"carealarm: {exc.args[0]}", file=sys.stderr)
         return 2
     creds = load_fleet(fleet_file)
@@ -226,12 +241,19 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
             )
             return 2
         creds = creds[: args.devices]
+    if scenario.script is not None:
+        try:  # a scripted scenario needs certain devices (care-day: e.g. a client with a button and a tablet)
+            plan_actions(scenario, creds, args.seed)
+        except ValueError as exc:
+            print(f"carealarm: {fleet_file}: {exc}", file=sys.stderr)
+            return 2
     if settings.mqtt_url:
         cfg = MqttConfig.from_url(settings.mqtt_url)
         broker = MqttConfig(cfg.host, cfg.port, tls=cfg.tls)
     else:
         broker = MqttConfig("127.0.0.1", settings.embedded_mqtt_port)
-    tty = sys.stderr.isatty()
+    # A scripted scenario logs a line per case: a redrawn progress line would run into them.
+    tty = sys.stderr.isatty() and scenario.script is None
     shown = [0.0]
 
     def progress(stats: object, elapsed_s: float) -> None:
@@ -262,7 +284,8 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
             print(file=sys.stderr)
         print(
             f"carealarm: scenario {scenario.name} (seed {args.seed}): {stats.alarms} alarms "
-            f"({stats.cancels} cancelled), {stats.doses} doses, {stats.heartbeats} heartbeats, "
+            f"({stats.cancels} cancelled), {stats.doses} doses, {stats.faults} faults, "
+            f"{stats.commands} commands answered, {stats.heartbeats} heartbeats, "
             f"{stats.acked} events acknowledged, {stats.resent} resent"
         )
 

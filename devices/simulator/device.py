@@ -4,7 +4,9 @@ A :class:`SimDevice` lives on the asyncio loop (one :class:`~devices.simulator.m
 small task that keeps it connected), so a process holds thousands of them. What it does follows
 ``docs/protocol.md``: on every (re)connect it subscribes to its ``ack`` and ``cmd`` topics, publishes
 ``online`` (retained), then resends every unacknowledged event; an event is resent every
-:data:`RESEND_AFTER_S` until its application ack arrives.
+:data:`RESEND_AFTER_S` until its application ack arrives. Every command it can read is answered with one
+``cmdack`` event (what it answers is the table in ``commands.py``); a ``set_schedule`` is followed by a
+``schedule`` report.
 """
 
 from __future__ import annotations
@@ -17,23 +19,32 @@ import random
 import ssl
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Final
 
 from carealarm.mqtt import MqttConfig
 from protocol.v1 import (
     Alarm,
     AlarmCancel,
+    CommandAck,
+    DispenserEvent,
     DoseEvent,
+    EventMessage,
+    Fault,
     Heartbeat,
     ProtocolError,
+    ScheduleReport,
     Status,
     ack_topic,
     command_topic,
     decode_ack,
+    decode_command,
     encode,
 )
 
+from .commands import Response, Schedule, readable_cmd_id, respond
 from .mqtt import MQTT_5, MqttClient, MqttError, Will
 
 __all__ = ["RESEND_AFTER_S", "Credentials", "FleetStats", "SimDevice"]
@@ -44,6 +55,10 @@ log = logging.getLogger(__name__)
 RESEND_AFTER_S = 5.0
 # After a lost connection a device waits a little (with jitter, so a fleet does not reconnect in lockstep).
 _RECONNECT_S = (1.0, 5.0)
+# QoS 1 may deliver a command twice: a device remembers this many recent answers to repeat them.
+_REMEMBERED_COMMANDS: Final = 64
+# MQTT 5 DISCONNECT reason "session taken over": another connection logged in with our client id.
+_TAKEN_OVER: Final = 0x8E
 
 
 @dataclass(frozen=True)
@@ -66,12 +81,16 @@ class FleetStats:
     alarms: int = 0
     cancels: int = 0
     doses: int = 0
+    faults: int = 0
+    dispenser_events: int = 0
+    commands: int = 0  # commands answered with a cmdack
     acked: int = 0
     resent: int = 0
     acks_lost: int = 0  # application acks a flaky link "lost" on purpose
     rejected: int = 0
     drops: int = 0
     freezes: int = 0
+    taken_over: int = 0  # connections the broker closed because another one used the same client id
     # Seconds from the first send of an event to its application ack, per event kind.
     ack_seconds: dict[str, list[float]] = field(default_factory=dict)
 
@@ -124,6 +143,9 @@ class SimDevice:
             on_lost=self._on_lost,
         )
         self._ack_topic = ack_topic(creds.device_id)
+        self._cmd_topic = command_topic(creds.device_id)
+        self._answers: OrderedDict[str, Response] = OrderedDict()
+        self.schedule: Schedule | None = None  # a dispenser's, once the service has sent one
         self._pending: dict[str, _Pending] = {}
         self._seq = itertools.count(1)
         self._boot = uuid.uuid4().hex[:8]
@@ -191,13 +213,21 @@ class SimDevice:
         context = ssl.create_default_context() if self.broker.tls else None
         await self.client.connect(self.broker.host, self.broker.port, ssl_context=context)
         device_id = self.creds.device_id
-        await self.client.subscribe([(self._ack_topic, 1), (command_topic(device_id), 1)])
+        await self.client.subscribe([(self._ack_topic, 1), (self._cmd_topic, 1)])
         topic, online = encode(Status(device_id, online=True))
         self.client.publish(topic, online, qos=1, retain=True)
         # Anything still unacknowledged goes again at once after a reconnect.
         self.resend_due(now=time.monotonic() + RESEND_AFTER_S)
 
-    def _on_lost(self, _client: MqttClient, _exc: Exception | None) -> None:
+    def _on_lost(self, client: MqttClient, _exc: Exception | None) -> None:
+        if client.disconnect_reason == _TAKEN_OVER:
+            self.stats.taken_over += 1
+            if self.stats.taken_over == 1:  # once per fleet: the cause is the same for every device
+                log.warning(
+                    "device %s: another connection took over this client id: is another simulator "
+                    "(the fleet of `carealarm run --simulate`, `make demo`) running the same devices?",
+                    self.creds.device_id,
+                )
         self._lost.set()
 
     # -- what a device does ------------------------------------------------------------------------
@@ -263,10 +293,51 @@ class SimDevice:
             AlarmCancel(self.creds.device_id, self._next_msg_id(), self.clock_ms(), cancels)
         )
 
+    def rewind_counter(self, msg_id: str) -> None:
+        """Set the msg_id counter back so the next message reuses ``msg_id`` (a firmware bug to simulate).
+
+        The service keys events on (device, msg_id): a different event under a used msg_id is what it must
+        notice. ``msg_id`` must be one of this device's own (``{boot}-{n}``).
+        """
+        boot, _, number = msg_id.rpartition("-")
+        if boot != self._boot or not number.isdigit():
+            raise ValueError(f"{msg_id!r} is not a msg_id of this device ({self._boot}-N)")
+        self._seq = itertools.count(int(number))
+
     def dose_event(self, event: str, dose_id: str, due_ts: int | None = None) -> str:
         self.stats.doses += event != "due"
         return self._send_event(
             DoseEvent(self.creds.device_id, self._next_msg_id(), self.clock_ms(), event, dose_id, due_ts)
+        )
+
+    def fault(self, fault: str, detail: str | None = None) -> str:
+        """Report a fault or power event (power_lost, power_restored, hardware, ...)."""
+        self.stats.faults += 1
+        return self._send_event(
+            Fault(self.creds.device_id, self._next_msg_id(), self.clock_ms(), fault, detail)
+        )
+
+    def dispenser_event(self, event: str, doses_left: int | None = None, detail: str | None = None) -> str:
+        """Report the dispenser's own trouble (stock_low with doses_left, dispense_error, ...)."""
+        self.stats.dispenser_events += 1
+        return self._send_event(
+            DispenserEvent(
+                self.creds.device_id, self._next_msg_id(), self.clock_ms(), event, doses_left, detail
+            )
+        )
+
+    def report_schedule(self) -> str | None:
+        """Publish the schedule the dispenser holds (None when it holds none yet)."""
+        if self.schedule is None:
+            return None
+        return self._send_event(
+            ScheduleReport(
+                self.creds.device_id,
+                self._next_msg_id(),
+                self.clock_ms(),
+                self.schedule.version,
+                self.schedule.doses,
+            )
         )
 
     def pending(self) -> int:
@@ -285,7 +356,7 @@ class SimDevice:
         self.stats.resent += len(due)
         return len(due)
 
-    def _send_event(self, message: Alarm | AlarmCancel | DoseEvent) -> str:
+    def _send_event(self, message: EventMessage) -> str:
         topic, payload = encode(message)
         now = time.monotonic()
         self._pending[message.msg_id] = _Pending(topic.rsplit("/", 1)[1], topic, payload, now, now)
@@ -294,8 +365,62 @@ class SimDevice:
         return message.msg_id
 
     def _on_message(self, topic: str, payload: bytes, _qos: int, _retain: bool) -> None:
-        if topic != self._ack_topic:
-            return  # commands: acknowledged by MQTT, not acted on by the simulator yet
+        if topic == self._cmd_topic:
+            self._on_command(payload)
+        elif topic == self._ack_topic:
+            self._on_ack(payload)
+
+    def _on_command(self, payload: bytes) -> None:
+        """Answer a command with one cmdack; a repeated cmd_id gets the same answer and is not redone."""
+        device_id = self.creds.device_id
+        try:
+            command = decode_command(payload)
+        except ProtocolError as exc:
+            cmd_id = readable_cmd_id(payload)
+            if cmd_id is None:
+                log.warning(
+                    "device %s: a command without a readable cmd_id, not answered: %s", device_id, exc
+                )
+                return
+            what, response = "invalid command", Response("refused", f"invalid command: {exc}"[:200])
+        else:
+            cmd_id, what = command.cmd_id, command.command
+            previous = self._answers.get(cmd_id)
+            if previous is not None:
+                log.info(
+                    "device %s: %s %s again: answered %s again", device_id, what, cmd_id, previous.result
+                )
+                self._ack_command(cmd_id, previous)
+                return
+            answer = respond(self.creds.kind, command)
+            if answer is None:
+                log.info("device %s: %s %s is the video endpoint's to answer", device_id, what, cmd_id)
+                return
+            response = answer
+        self._answers[cmd_id] = response
+        while len(self._answers) > _REMEMBERED_COMMANDS:
+            self._answers.popitem(last=False)
+        reason = f" ({response.reason})" if response.reason else ""
+        log.info("device %s: %s %s -> %s%s", device_id, what, cmd_id, response.result, reason)
+        self._ack_command(cmd_id, response)
+        if response.schedule is not None:
+            self.schedule = response.schedule
+            self.report_schedule()
+
+    def _ack_command(self, cmd_id: str, response: Response) -> None:
+        self.stats.commands += 1
+        self._send_event(
+            CommandAck(
+                self.creds.device_id,
+                self._next_msg_id(),
+                self.clock_ms(),
+                cmd_id,
+                response.result,
+                response.reason,
+            )
+        )
+
+    def _on_ack(self, payload: bytes) -> None:
         try:
             ack = decode_ack(payload)
         except ProtocolError:

@@ -1,9 +1,11 @@
 """A fleet of simulated devices in one process, driven by a named, seeded scenario (repeatable runs).
 
 ``run_fleet`` connects every device (spread over the scenario's ramp, a bounded number at a time), then
-plays the scenario's timeline (``scenarios.py``) against them in real time until ``stop`` is set or the
-duration has passed. Scenario ``demo`` is what ``make demo`` runs: one alarm ~5 s after the start, then
-about one every ``alarm_every_s`` across the fleet.
+plays the scenario's timeline (``scenarios.py``, or a scripted scenario's own plan such as ``careday.py``)
+against them in real time until ``stop`` is set, the duration has passed or a scripted plan has ended.
+Scenario ``demo`` is what ``make demo`` runs: one alarm ~5 s after the start, then about one every
+``alarm_every_s`` across the fleet. A scripted scenario logs its plan first, then one line for every
+action that plays one of its cases, with the run time and the simulated day's clock.
 """
 
 from __future__ import annotations
@@ -16,13 +18,24 @@ import logging
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import Final
 
 from carealarm.mqtt import MqttConfig
 
+from . import careday
 from .device import Credentials, FleetStats, SimDevice
-from .scenarios import SCENARIOS, Scenario, clock_offset_ms, connect_at_s, is_flaky, timeline
+from .scenarios import (
+    SCENARIOS,
+    Action,
+    Scenario,
+    clock_offset_ms,
+    connect_at_s,
+    describe,
+    is_flaky,
+    timeline,
+)
 
 __all__ = [
     "FleetStats",
@@ -69,9 +82,16 @@ def raise_fd_limit(wanted: int) -> int:
 
 
 def resolve_scenario(
-    name: str, *, alarm_every_s: float | None = None, heartbeat_s: float | None = None
+    name: str,
+    *,
+    alarm_every_s: float | None = None,
+    heartbeat_s: float | None = None,
+    compression: float | None = None,
 ) -> Scenario:
-    """Return scenario ``name`` with the given overrides; KeyError names the known ones."""
+    """Return scenario ``name`` with the given overrides.
+
+    KeyError names the known scenarios; ValueError says an override does not fit the scenario.
+    """
     try:
         scenario = SCENARIOS[name]
     except KeyError:
@@ -80,7 +100,61 @@ def resolve_scenario(
         scenario = dataclasses.replace(scenario, alarm_every_s=alarm_every_s)
     if heartbeat_s is not None:
         scenario = dataclasses.replace(scenario, heartbeat_s=heartbeat_s)
+    if compression is not None:
+        if scenario.script is None:
+            raise ValueError(f"scenario {name} runs in real time: compression is for scripted scenarios")
+        if compression <= 0:
+            raise ValueError("compression must be positive")
+        scenario = dataclasses.replace(scenario, compression=compression)
     return scenario
+
+
+# Scripted scenarios: (scenario, device kinds, client names, seed, dose-id tag) -> the whole run's actions.
+_SCRIPTS: Final[dict[str, Callable[[Scenario, Sequence[str], Sequence[str], int, str], list[Action]]]] = {
+    "care-day": careday.timeline,
+}
+
+
+def plan_actions(
+    scenario: Scenario, creds: Sequence[Credentials], seed: int, tag: str = "d"
+) -> Iterable[Action]:
+    """The scenario's actions for this fleet, in time order (endless for the rate scenarios)."""
+    kinds = [c.kind for c in creds]
+    if scenario.script is None:
+        return timeline(scenario, kinds, seed)
+    return _SCRIPTS[scenario.script](scenario, kinds, [c.client_name for c in creds], seed, tag)
+
+
+def action_line(
+    scenario: Scenario, action: Action, creds: Credentials, *, at_s: float, msg_id: str | None = None
+) -> str:
+    """Say what a device does (or did) at ``at_s`` seconds into the run; scripted: with the day's clock."""
+    who = f"{creds.device_id} ({creds.client_name})" if creds.client_name else creds.device_id
+    sent = f"; msg_id {msg_id}" if msg_id else ""
+    if scenario.script is None:
+        return f"{who} {describe(action)}{sent}"
+    clock = careday.day_clock(scenario, at_s)
+    return f"{at_s:6.1f} s  day {clock}  [{action.case}] {who}: {describe(action)}{sent}"
+
+
+def _log_plan(scenario: Scenario, actions: list[Action], creds: Sequence[Credentials]) -> None:
+    day_s = (careday.DAY_END_S - careday.DAY_START_S) / scenario.compression
+    log.info(
+        "%s: the day 07:00-23:00 compressed %gx (one second of the run is %g min of the day): it starts "
+        "%.0f s into the run and ends at %.0f s; the run ends at %.0f s",
+        scenario.name,
+        scenario.compression,
+        scenario.compression / 60,
+        careday.LEAD_S,
+        careday.LEAD_S + day_s,
+        actions[-1].at_s if actions else 0.0,
+    )
+    for case in careday.CASES:
+        log.info("%s plan  case %s: %s", scenario.name, case.key, case.title)
+        for action in actions:
+            if case.key in action.case.split(","):
+                line = action_line(scenario, action, creds[action.device], at_s=action.at_s)
+                log.info("%s plan  %s", scenario.name, line)
 
 
 def format_progress(stats: FleetStats, elapsed_s: float) -> str:
@@ -90,7 +164,8 @@ def format_progress(stats: FleetStats, elapsed_s: float) -> str:
     return (
         f"{elapsed_s:6.0f}s  connected {stats.connected:,}/{stats.devices:,}  "
         f"heartbeats {stats.heartbeats:,}  alarms {stats.alarms:,} (cancelled {stats.cancels:,})  "
-        f"doses {stats.doses:,}  acked {stats.acked:,}  resent {stats.resent:,}  "
+        f"doses {stats.doses:,}  faults {stats.faults:,}  commands {stats.commands:,}  "
+        f"acked {stats.acked:,}  resent {stats.resent:,}  "
         f"drops {stats.drops:,} freezes {stats.freezes:,}  refused connects {stats.connect_failures:,}{last}"
     )
 
@@ -135,18 +210,24 @@ async def run_fleet(
             )
         )
     log.info(
-        "simulator: scenario %s, seed %d, %d devices (%d alarm buttons, %d dispensers)",
+        "simulator: scenario %s, seed %d, %d devices (%d alarm buttons, %d dispensers, %d video tablets)",
         plan.name,
         seed,
         len(devices),
         sum(c.kind == "alarm_button" for c in creds),
         sum(c.kind == "dispenser" for c in creds),
+        sum(c.kind == "video" for c in creds),
     )
+    # Dose ids start with the run's start time, so two runs against one service keep their doses apart.
+    actions = plan_actions(plan, creds, seed, tag=time.strftime("d%m%d%H%M"))
+    if plan.script is not None:
+        actions = list(actions)
+        _log_plan(plan, actions, creds)
     loop = asyncio.get_running_loop()
     start = loop.time()
     for i, device in enumerate(devices):
         loop.call_at(start + connect_at_s(plan, i, len(devices)), device.start)
-    driver = asyncio.create_task(_drive(plan, devices, seed, start), name="simulator-timeline")
+    driver = asyncio.create_task(_drive(plan, actions, devices, start), name="simulator-timeline")
     sweeper = asyncio.create_task(_sweep(devices, stats, start, progress), name="simulator-sweep")
     waiters = [driver, asyncio.ensure_future(stop.wait())]
     try:
@@ -173,11 +254,55 @@ def _device_clock(wall_ms: float, offset_ms: int) -> Callable[[], int]:
     return now_ms
 
 
-async def _drive(plan: Scenario, devices: list[SimDevice], seed: int, start: float) -> None:
+def _heartbeat(device: SimDevice, action: Action, plan: Scenario) -> str | None:
+    # The protocol's interval_s is 5 s at least; a faster (load-test) rate still reports 5.
+    device.heartbeat(battery=action.value, interval_s=max(5, round(plan.heartbeat_s)))
+    return None
+
+
+def _alarm_reused_id(device: SimDevice, action: Action, _plan: Scenario) -> str | None:
+    if device.last_alarm is not None:
+        device.rewind_counter(device.last_alarm)
+    else:
+        log.warning("simulator: %s has no alarm whose msg_id it could reuse", device.creds.device_id)
+    return device.press_alarm(action.arg)
+
+
+def _drop(device: SimDevice, action: Action, _plan: Scenario) -> str | None:
+    device.drop(action.duration_s)
+    return None
+
+
+def _back(device: SimDevice, _action: Action, _plan: Scenario) -> str | None:
+    return None  # the drop's own timer brings the device back; this action is there to be logged
+
+
+def _freeze(device: SimDevice, action: Action, _plan: Scenario) -> str | None:
+    device.freeze(action.duration_s)
+    return None
+
+
+# What a device does for each kind of action; the msg_id of the event it sent, if any, is logged.
+_DO: Final[dict[str, Callable[[SimDevice, Action, Scenario], str | None]]] = {
+    "heartbeat": _heartbeat,
+    "alarm": lambda d, a, _p: d.press_alarm(a.arg),
+    "alarm_reused_id": _alarm_reused_id,
+    "cancel": lambda d, _a, _p: d.cancel_alarm(),
+    "dose_due": lambda d, a, _p: d.dose_event("due", a.arg, due_ts=d.clock_ms()),
+    "dose_taken": lambda d, a, _p: d.dose_event("taken", a.arg),
+    "dose_missed": lambda d, a, _p: d.dose_event("missed", a.arg),
+    "stock_low": lambda d, a, _p: d.dispenser_event("stock_low", doses_left=a.value),
+    "fault": lambda d, a, _p: d.fault(a.arg),
+    "drop": _drop,
+    "back": _back,
+    "freeze": _freeze,
+}
+
+
+async def _drive(plan: Scenario, actions: Iterable[Action], devices: list[SimDevice], start: float) -> None:
     loop = asyncio.get_running_loop()
-    kinds = [d.creds.kind for d in devices]
     burst = 0
-    for action in timeline(plan, kinds, seed):
+    for action in actions:
         delay = start + action.at_s - loop.time()
         if delay > 0:
             burst = 0
@@ -187,29 +312,10 @@ async def _drive(plan: Scenario, devices: list[SimDevice], seed: int, start: flo
             if burst % 500 == 0:  # running behind: let the network breathe between batches
                 await asyncio.sleep(0)
         device = devices[action.device]
-        what = action.what
-        if what == "heartbeat":
-            # The protocol's interval_s is 5 s at least; a faster (load-test) rate still reports 5.
-            interval_s = max(5, round(plan.heartbeat_s))
-            device.heartbeat(battery=40 + (action.device * 37) % 61, interval_s=interval_s)
-        elif what == "alarm":
-            msg_id = device.press_alarm(action.arg)
-            log.info(
-                "simulator: %s (%s) pressed the alarm (%s)",
-                device.creds.device_id,
-                device.creds.client_name,
-                msg_id,
-            )
-        elif what == "cancel":
-            device.cancel_alarm()
-        elif what == "dose_due":
-            device.dose_event("due", action.arg, due_ts=device.clock_ms())
-        elif what in ("dose_taken", "dose_missed"):
-            device.dose_event(what.removeprefix("dose_"), action.arg)
-        elif what == "drop":
-            device.drop(action.duration_s)
-        elif what == "freeze":
-            device.freeze(action.duration_s)
+        msg_id = _DO[action.what](device, action, plan)
+        if action.case or action.what == "alarm":
+            line = action_line(plan, action, device.creds, at_s=loop.time() - start, msg_id=msg_id)
+            log.info("%s did   %s", plan.name if plan.script else "simulator:", line)
 
 
 async def _sweep(

@@ -8,6 +8,10 @@ from the fleet's, so adding devices does not change what the first ones do.
 
 Each device also gets a fixed :func:`clock_offset_ms` (clocks slightly off) and may be on a flaky link
 (:func:`is_flaky`: it loses some application acks and therefore resends).
+
+A *scripted* scenario (``script`` set, e.g. ``care-day``) is not made of rates: its timeline is a finite
+plan written by its own module (``careday.py``), and ``compression`` says how many seconds of the
+simulated day pass per second of the run.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ __all__ = [
     "Scenario",
     "clock_offset_ms",
     "connect_at_s",
+    "describe",
     "is_flaky",
+    "rng_for",
     "timeline",
 ]
 
@@ -61,6 +67,11 @@ class Scenario:
         5.0  # the fleet connects spread over this long (a real fleet does not start at once)
     )
     keepalive_s: int = 30
+    # Scripted scenarios: the name of the plan that writes the timeline (the rates above are then unused,
+    # except heartbeat_s, connect_over_s and keepalive_s), and how many seconds of the simulated day pass
+    # per second of the run (1.0: the rate scenarios are not compressed).
+    script: str | None = None
+    compression: float = 1.0
 
 
 SCENARIOS: Final[dict[str, Scenario]] = {
@@ -113,6 +124,17 @@ SCENARIOS: Final[dict[str, Scenario]] = {
             clock_skew_s=600.0,
             connect_over_s=5.0,
         ),
+        Scenario(
+            "care-day",
+            "one day of a care station (07:00-23:00), compressed 240x into four minutes, with every case "
+            "the console must handle: alarms, an offline button, missed and late doses, a msg_id reuse, "
+            "a low battery, low stock, a power cut (devices/simulator/careday.py)",
+            alarm_every_s=None,
+            connect_over_s=1.0,
+            script="care-day",
+            # 240: one second of the run is four minutes of the day, so the day takes four minutes.
+            compression=240.0,
+        ),
     )
 }
 
@@ -123,12 +145,41 @@ class Action:
 
     at_s: float
     device: int  # index into the fleet
-    what: str  # heartbeat | alarm | cancel | dose_due | dose_taken | dose_missed | drop | freeze
-    arg: str = ""  # alarm kind, dose id, the alarm a cancel refers to
+    # heartbeat | alarm | alarm_reused_id | cancel | dose_due | dose_taken | dose_missed | stock_low | fault
+    # | drop | back | freeze
+    what: str
+    arg: str = ""  # alarm kind, dose id, fault
     duration_s: float = 0.0  # drop, freeze: how long
+    value: int = 0  # heartbeat: battery percent; stock_low: doses left
+    case: str = ""  # scripted scenarios: the case (or cases, comma-separated) this action plays
 
 
-def _rng(seed: int, *parts: object) -> random.Random:
+# What each kind of action is, in words, for the log (a device id and client name go in front).
+_SAYS: Final[dict[str, str]] = {
+    "heartbeat": "heartbeat, battery {value} %",
+    "alarm": "presses the alarm ({arg})",
+    "alarm_reused_id": "reboots with its msg_id counter set back to its last alarm's, and raises an alarm "
+    "({arg}) under that msg_id",
+    "cancel": "cancels its alarm within the pre-alarm window",
+    "dose_due": "shows dose {arg} as due",
+    "dose_taken": "reports dose {arg} taken",
+    "dose_missed": "reports dose {arg} missed (not taken within the grace)",
+    "stock_low": "reports stock low: {value} doses left",
+    "fault": "reports the fault {arg}",
+    "drop": "loses its network for {duration:.0f} s without a DISCONNECT: the broker publishes its Last Will "
+    "(offline)",
+    "back": "is back: reconnects, publishes online, resends what was not acknowledged",
+    "freeze": "hangs for {duration:.0f} s with its connection open",
+}
+
+
+def describe(action: Action) -> str:
+    """What ``action`` does, in words."""
+    return _SAYS[action.what].format(arg=action.arg, value=action.value, duration=action.duration_s)
+
+
+def rng_for(seed: int, *parts: object) -> random.Random:
+    """A random stream of its own for one purpose of one run (``parts`` name the purpose)."""
     # A string seed is hashed deterministically by random.Random (unlike hash(), which is salted).
     return random.Random(":".join(str(p) for p in (seed, *parts)))
 
@@ -137,25 +188,26 @@ def clock_offset_ms(scenario: Scenario, seed: int, device: int) -> int:
     """How far device ``device``'s clock is off, in milliseconds (fixed for the run)."""
     if scenario.clock_skew_s <= 0:
         return 0
-    return round(_rng(seed, "clock", device).uniform(-scenario.clock_skew_s, scenario.clock_skew_s) * 1000)
+    return round(rng_for(seed, "clock", device).uniform(-scenario.clock_skew_s, scenario.clock_skew_s) * 1000)
 
 
 def is_flaky(scenario: Scenario, seed: int, device: int) -> bool:
     """True when device ``device`` is on a link that loses application acks."""
-    return scenario.flaky_share > 0 and _rng(seed, "flaky", device).random() < scenario.flaky_share
+    return scenario.flaky_share > 0 and rng_for(seed, "flaky", device).random() < scenario.flaky_share
 
 
 def _heartbeats(s: Scenario, seed: int, device: int, start_s: float) -> Iterator[Action]:
-    rng = _rng(seed, "hb", device)
+    rng = rng_for(seed, "hb", device)
     t = start_s + rng.uniform(0.5, 1.0) * min(s.heartbeat_s, 3.0)
+    battery = 40 + (device * 37) % 61  # a fleet of batteries between 40 and 100 %, all steady
     while True:
-        yield Action(t, device, "heartbeat")
+        yield Action(t, device, "heartbeat", value=battery)
         t += s.heartbeat_s * rng.uniform(0.9, 1.1)
 
 
 def _doses(s: Scenario, seed: int, device: int, start_s: float) -> Iterator[Action]:
     assert s.dose_every_s is not None
-    rng = _rng(seed, "dose", device)
+    rng = rng_for(seed, "dose", device)
     window = s.dose_every_s * _DOSE_WINDOW_SHARE
     t = start_s + rng.uniform(0.1, 1.0) * s.dose_every_s
     n = 0
@@ -175,7 +227,7 @@ def _doses(s: Scenario, seed: int, device: int, start_s: float) -> Iterator[Acti
 
 def _alarms(s: Scenario, seed: int, buttons: Sequence[int]) -> Iterator[Action]:
     assert s.alarm_every_s is not None
-    rng = _rng(seed, "alarm")
+    rng = rng_for(seed, "alarm")
     pending: list[Action] = []  # cancels scheduled for later
     t = s.first_alarm_after_s if s.first_alarm_after_s is not None else rng.expovariate(1 / s.alarm_every_s)
     n = 0
@@ -195,7 +247,7 @@ def _faults(s: Scenario, seed: int, n_devices: int, what: str) -> Iterator[Actio
     every = s.drop_every_s if what == "drop" else s.freeze_every_s
     span = s.drop_for_s if what == "drop" else s.freeze_for_s
     assert every is not None
-    rng = _rng(seed, what)
+    rng = rng_for(seed, what)
     t = s.connect_over_s + rng.expovariate(1 / every)
     while True:
         yield Action(t, rng.randrange(n_devices), what, duration_s=rng.uniform(*span))
@@ -203,7 +255,12 @@ def _faults(s: Scenario, seed: int, n_devices: int, what: str) -> Iterator[Actio
 
 
 def timeline(scenario: Scenario, kinds: Sequence[str], seed: int) -> Iterator[Action]:
-    """Every action of the fleet (``kinds[i]`` is device i's kind), in time order, for ever."""
+    """Every action of the fleet (``kinds[i]`` is device i's kind), in time order, for ever.
+
+    A scripted scenario has a plan of its own (``careday.timeline``); this function is for the rates.
+    """
+    if scenario.script is not None:
+        raise ValueError(f"scenario {scenario.name} is scripted: its timeline comes from its own plan")
     n = len(kinds)
     streams: list[Iterator[Action]] = []
     for i in range(n):
