@@ -85,8 +85,8 @@ def _parser() -> argparse.ArgumentParser:
         "--scenario",
         default="demo",
         help="demo (default), realistic, heartbeats, storm (see devices/simulator/scenarios.py), or "
-        "care-day: a compressed day with every case the console must handle, which ends by itself "
-        "(devices/simulator/careday.py)",
+        "care-day: a compressed day with every case the console must handle, after which the devices "
+        "stay online until stopped (devices/simulator/careday.py)",
     )
     sim.add_argument("--devices", type=int, default=None, metavar="N", help="use the first N devices only")
     sim.add_argument("--seed", type=int, default=1, help="random seed, so a run is repeatable")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -21,7 +22,7 @@ from devices.simulator.commands import Response, readable_cmd_id, respond
 from devices.simulator.device import Credentials, SimDevice
 from devices.simulator.fleet import _DO, plan_actions, resolve_scenario, run_fleet
 from devices.simulator.mqtt import ConnectRefused, MqttClient
-from devices.simulator.scenarios import SCENARIOS, Action, timeline
+from devices.simulator.scenarios import SCENARIOS, Action, after_the_plan, timeline
 from protocol.v1 import (
     Command,
     CommandAck,
@@ -219,6 +220,17 @@ def test_every_device_heartbeats_all_day_tablets_included() -> None:
         beats = [a.at_s for a in actions if a.what == "heartbeat" and a.device == i]
         assert beats[0] < 5 and end - beats[-1] <= 33, creds.device_id
         assert max(b - a for a, b in zip(beats, beats[1:], strict=False)) <= 33, creds.device_id
+
+
+def test_after_the_day_every_device_goes_on_heartbeating_as_it_last_did() -> None:
+    """After the plan the devices keep heartbeating (nothing else) with their last battery, so the console
+    stays as the day left it instead of filling with offline alerts."""
+    actions = day(1)
+    after = list(itertools.islice(after_the_plan(actions, CARE_DAY.heartbeat_s), 5 * len(FLEET)))
+    assert {a.what for a in after} == {"heartbeat"} and {a.device for a in after} == set(range(len(FLEET)))
+    assert [a.at_s for a in after] == sorted(a.at_s for a in after) and after[0].at_s > actions[-1].at_s - 33
+    last = {a.device: a.value for a in actions if a.what == "heartbeat"}
+    assert all(a.value == last[a.device] for a in after)
 
 
 def test_care_day_refuses_a_fleet_without_what_a_case_needs() -> None:

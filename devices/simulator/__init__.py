@@ -12,11 +12,13 @@ report faults (``power_lost``, ``power_restored``, ``hardware``, ...), a dispens
 ``carealarm run --demo``) against a running service; the same scenario and seed give the same run. The
 rate scenarios (``scenarios.py``: ``demo``, ``realistic``, ``heartbeats``, ``storm``) run until stopped.
 Scenario ``care-day`` (``careday.py``) is a script: one day of a care station, 07:00-23:00, compressed
-(``--compress``, default 240 day seconds per run second, so a little over four minutes in all), with
+(``--compress``, default 240 day seconds per run second: the day takes four minutes), with
 every case the console must handle: an alarm, a second alarm (a fall) of the same client, an alarm button
 offline while its client's tablet heartbeats, a missed dose, a dose taken late, two doses of one client
 (one late, one missed), a msg_id reused with another alarm, a low battery next to a healthy device, low
-stock, a power cut. It logs its plan, then a line per case action with the run time and the day's clock,
-and ends by itself. Run it against a service whose own fleet is not running (``carealarm run --demo``
-without ``--simulate``): two simulators with the same devices take each other's connections over.
+stock, a power cut. It logs its plan, then a line per case action with the run time and the day's clock.
+After the day the devices stay online, heartbeating, so the console stays as the day left it, until
+Ctrl+C (or ``--duration``; stopping makes every device go offline). Run it against a service whose own
+fleet is not running (``carealarm run --demo`` without ``--simulate``): two simulators with the same
+devices take each other's connections over.
 """

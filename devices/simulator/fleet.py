@@ -2,7 +2,8 @@
 
 ``run_fleet`` connects every device (spread over the scenario's ramp, a bounded number at a time), then
 plays the scenario's timeline (``scenarios.py``, or a scripted scenario's own plan such as ``careday.py``)
-against them in real time until ``stop`` is set, the duration has passed or a scripted plan has ended.
+against them in real time until ``stop`` is set or the duration has passed (after a scripted plan the
+devices go on heartbeating, so the console stays as the plan left it).
 Scenario ``demo`` is what ``make demo`` runs: one alarm ~5 s after the start, then about one every
 ``alarm_every_s`` across the fleet. A scripted scenario logs its plan first, then one line for every
 action that plays one of its cases, with the run time and the simulated day's clock.
@@ -30,6 +31,7 @@ from .scenarios import (
     SCENARIOS,
     Action,
     Scenario,
+    after_the_plan,
     clock_offset_ms,
     connect_at_s,
     describe,
@@ -140,8 +142,9 @@ def action_line(
 def _log_plan(scenario: Scenario, actions: list[Action], creds: Sequence[Credentials]) -> None:
     day_s = (careday.DAY_END_S - careday.DAY_START_S) / scenario.compression
     log.info(
-        "%s: the day 07:00-23:00 compressed %gx (one second of the run is %g min of the day): it starts "
-        "%.0f s into the run and ends at %.0f s; the run ends at %.0f s",
+        "%s: the day 07:00-23:00 compressed %gx (one second of the run is %g min of the day) starts "
+        "%.0f s into the run and ends at %.0f s; the plan ends at %.0f s, then the devices go on "
+        "heartbeating until stopped (Ctrl+C, --duration)",
         scenario.name,
         scenario.compression,
         scenario.compression / 60,
@@ -220,14 +223,16 @@ async def run_fleet(
     )
     # Dose ids start with the run's start time, so two runs against one service keep their doses apart.
     actions = plan_actions(plan, creds, seed, tag=time.strftime("d%m%d%H%M"))
+    then: Iterable[Action] | None = None
     if plan.script is not None:
         actions = list(actions)
         _log_plan(plan, actions, creds)
+        then = after_the_plan(actions, plan.heartbeat_s)
     loop = asyncio.get_running_loop()
     start = loop.time()
     for i, device in enumerate(devices):
         loop.call_at(start + connect_at_s(plan, i, len(devices)), device.start)
-    driver = asyncio.create_task(_drive(plan, actions, devices, start), name="simulator-timeline")
+    driver = asyncio.create_task(_play(plan, actions, then, devices, start), name="simulator-timeline")
     sweeper = asyncio.create_task(_sweep(devices, stats, start, progress), name="simulator-sweep")
     waiters = [driver, asyncio.ensure_future(stop.wait())]
     try:
@@ -297,6 +302,24 @@ _DO: Final[dict[str, Callable[[SimDevice, Action, Scenario], str | None]]] = {
     "back": _back,
     "freeze": _freeze,
 }
+
+
+async def _play(
+    plan: Scenario,
+    actions: Iterable[Action],
+    then: Iterable[Action] | None,
+    devices: list[SimDevice],
+    start: float,
+) -> None:
+    """Play the timeline, then (after a scripted plan) what comes after it until the run is stopped."""
+    await _drive(plan, actions, devices, start)
+    if then is not None:
+        log.info(
+            "%s: the plan is over: every case has been played. The devices go on heartbeating (no more "
+            "events) until stopped; stopping them makes each one go offline.",
+            plan.name,
+        )
+        await _drive(plan, then, devices, start)
 
 
 async def _drive(plan: Scenario, actions: Iterable[Action], devices: list[SimDevice], start: float) -> None:

@@ -24,6 +24,7 @@ from typing import Final
 
 __all__ = [
     "SCENARIOS",
+    "after_the_plan",
     "Action",
     "Scenario",
     "clock_offset_ms",
@@ -282,3 +283,22 @@ def timeline(scenario: Scenario, kinds: Sequence[str], seed: int) -> Iterator[Ac
 def connect_at_s(scenario: Scenario, device: int, n_devices: int) -> float:
     """When device ``device`` first connects (the fleet ramps up over ``connect_over_s``)."""
     return scenario.connect_over_s * device / n_devices if n_devices else 0.0
+
+
+def after_the_plan(actions: Sequence[Action], heartbeat_s: float) -> Iterator[Action]:
+    """After a scripted plan: every device that heartbeated goes on doing so, as it last did, for ever.
+
+    The console then stays as the plan left it (stopping the devices would make every one go offline).
+    """
+    last: dict[int, Action] = {}
+    for action in actions:
+        if action.what == "heartbeat":
+            last[action.device] = action
+
+    def beats(beat: Action) -> Iterator[Action]:
+        t = beat.at_s
+        while True:
+            t += heartbeat_s
+            yield Action(round(t, 2), beat.device, "heartbeat", value=beat.value)
+
+    return heapq.merge(*(beats(beat) for _, beat in sorted(last.items())))
