@@ -284,15 +284,18 @@ def read_timeline(
     reason: ReasonQuery = None,
     x_access_reason: ReasonHeader = None,
 ) -> dict[str, Any]:
-    """Alarms and alerts, doses, calls, notes and visits in one list, newest first; pages by ``before``."""
+    """Alarms and alerts, doses, calls, notes, visits, maintenance windows and what they held back, in one
+    list, newest first; pages by ``before``."""
     given = _reason(reason, x_access_reason)
     try:
         cursor = Cursor.parse(before) if before is not None else None
     except BadCursor as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
 
+    now = _ctx(request).clock_ms()
+
     def work(session: Session, client: Client) -> dict[str, Any]:
-        items, next_before = client_timeline(session, client.id, before=cursor, limit=limit)
+        items, next_before = client_timeline(session, client.id, before=cursor, limit=limit, now_ms=now)
         return {"items": items, "next_before": next_before}
 
     result: dict[str, Any] = _open(

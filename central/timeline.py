@@ -1,4 +1,5 @@
-"""One timeline of a client across every channel: alerts, doses, calls, notes and visits, newest first.
+"""One timeline of a client across every channel: alerts, doses, calls, notes, visits and maintenance
+windows, newest first.
 
 Each entry has a key ``(at_ms, type, id)``; the timeline is ordered by it, descending, and a page ends
 with the key of its last entry as the cursor of the next (``"<at_ms>:<type>:<id>"``; a bare ``<at_ms>``
@@ -8,6 +9,11 @@ the sources are merged: no entry is lost or shown twice at a page boundary, even
 Doses: the dose instances of the schedule (taken, missed, taken_late), and the dispenser's own dose reports
 (taken, missed) that match no scheduled instance — a report that does match is the same dose, already
 shown by its instance.
+
+Maintenance windows (the client's own and its devices'): a ``window`` entry when one started (running or
+over; a planned one is not history yet), a ``window_end`` entry once it is over — "what is this client's
+state" depends on ``now_ms`` here, so the caller passes it — and a ``suppression`` entry for every alert a
+window held back: what was quieted stays visible.
 """
 
 from __future__ import annotations
@@ -19,16 +25,37 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from sqlalchemy import ColumnElement, and_, or_, select, true
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
-from storage.models import Alert, AlertNote, Device, DeviceEvent, DoseInstance, User, Visit
+from storage.models import (
+    Alert,
+    AlertNote,
+    Device,
+    DeviceEvent,
+    DoseInstance,
+    MaintenanceWindow,
+    Suppression,
+    User,
+    Visit,
+)
 
 from .calls.models import CallRecord
 from .records_models import ClientNote
 
 __all__ = ["TYPES", "BadCursor", "Cursor", "client_timeline", "merge_page"]
 
-TYPES: Final = ("alert", "alert_note", "call", "client_note", "dose", "dose_report", "visit")
+TYPES: Final = (
+    "alert",
+    "alert_note",
+    "call",
+    "client_note",
+    "dose",
+    "dose_report",
+    "suppression",
+    "visit",
+    "window",
+    "window_end",
+)
 _STR_ID_TYPES: Final = frozenset({"call"})
 _CURSOR = re.compile(r"(\d{1,15})(?::([a-z_]{1,20}):([0-9a-f]{1,32}))?")
 # As monitor.doses: a report without due_ts is the nearest scheduled instance within this distance.
@@ -288,6 +315,113 @@ def _visits(s: Session, client_id: int, c: Cursor | None, n: int) -> list[dict[s
     ]
 
 
+def _client_windows(client_id: int) -> ColumnElement[bool]:
+    """The windows about a client: its own, and those of its devices."""
+    devices = select(Device.id).where(Device.client_id == client_id)
+    return or_(MaintenanceWindow.client_id == client_id, MaintenanceWindow.device_id.in_(devices))
+
+
+def _window_rows(s: Session, condition: ColumnElement[bool], order: Any, n: int) -> list[Any]:
+    creator, ender = aliased(User), aliased(User)
+    return list(
+        s.execute(
+            select(MaintenanceWindow, creator.display_name, ender.display_name, Device.label)
+            .outerjoin(creator, creator.id == MaintenanceWindow.created_by)
+            .outerjoin(ender, ender.id == MaintenanceWindow.ended_by)
+            .outerjoin(Device, Device.id == MaintenanceWindow.device_id)
+            .where(condition)
+            .order_by(*order)
+            .limit(n)
+        ).all()
+    )
+
+
+def _windows(s: Session, client_id: int, c: Cursor | None, n: int, now_ms: int) -> list[dict[str, Any]]:
+    """A window's start, once it has started (a window cancelled before it ran never started)."""
+    rows = _window_rows(
+        s,
+        and_(
+            _client_windows(client_id),
+            MaintenanceWindow.starts_ms <= now_ms,
+            MaintenanceWindow.ends_ms > MaintenanceWindow.starts_ms,
+            _older(c, "window", MaintenanceWindow.starts_ms, MaintenanceWindow.id),
+        ),
+        (MaintenanceWindow.starts_ms.desc(), MaintenanceWindow.id.desc()),
+        n,
+    )
+    return [
+        {
+            "type": "window",
+            "id": w.id,
+            "at_ms": w.starts_ms,
+            "starts_ms": w.starts_ms,
+            "ends_ms": w.ends_ms,
+            "running": w.ends_ms > now_ms,
+            "reason": w.reason,
+            "device_id": w.device_id,
+            "device_label": label,
+            "by": made_by,
+            "ended_by": ended_by,
+        }
+        for w, made_by, ended_by, label in rows
+    ]
+
+
+def _window_ends(s: Session, client_id: int, c: Cursor | None, n: int, now_ms: int) -> list[dict[str, Any]]:
+    """A window's end, once it is over: early (``ended_by`` says who) or as planned."""
+    rows = _window_rows(
+        s,
+        and_(
+            _client_windows(client_id),
+            MaintenanceWindow.ends_ms <= now_ms,
+            MaintenanceWindow.ends_ms > MaintenanceWindow.starts_ms,
+            _older(c, "window_end", MaintenanceWindow.ends_ms, MaintenanceWindow.id),
+        ),
+        (MaintenanceWindow.ends_ms.desc(), MaintenanceWindow.id.desc()),
+        n,
+    )
+    return [
+        {
+            "type": "window_end",
+            "id": w.id,
+            "at_ms": w.ends_ms,
+            "starts_ms": w.starts_ms,
+            "reason": w.reason,
+            "device_id": w.device_id,
+            "device_label": label,
+            "early": w.ended_by is not None,
+            "ended_by": ended_by,
+        }
+        for w, _made_by, ended_by, label in rows
+    ]
+
+
+def _suppressions(s: Session, client_id: int, c: Cursor | None, n: int) -> list[dict[str, Any]]:
+    rows = s.execute(
+        select(Suppression, MaintenanceWindow.reason)
+        .join(MaintenanceWindow, MaintenanceWindow.id == Suppression.window_id)
+        .where(
+            Suppression.client_id == client_id,
+            _older(c, "suppression", Suppression.at_ms, Suppression.id),
+        )
+        .order_by(Suppression.at_ms.desc(), Suppression.id.desc())
+        .limit(n)
+    ).all()
+    return [
+        {
+            "type": "suppression",
+            "id": q.id,
+            "at_ms": q.at_ms,
+            "window_id": q.window_id,
+            "window_reason": reason,
+            "kind": q.kind,
+            "detail": q.detail,
+            "device_id": q.device_id,
+        }
+        for q, reason in rows
+    ]
+
+
 _SOURCES: Final[list[Callable[[Session, int, Cursor | None, int], list[dict[str, Any]]]]] = [
     _alerts,
     _alert_notes,
@@ -295,12 +429,20 @@ _SOURCES: Final[list[Callable[[Session, int, Cursor | None, int], list[dict[str,
     _client_notes,
     _doses,
     _dose_reports,
+    _suppressions,
     _visits,
+]
+# Sources whose entries depend on the time asked at (a window starts or ends being history).
+_TIMED_SOURCES: Final[list[Callable[[Session, int, Cursor | None, int, int], list[dict[str, Any]]]]] = [
+    _windows,
+    _window_ends,
 ]
 
 
 def client_timeline(
-    session: Session, client_id: int, *, before: Cursor | None, limit: int
+    session: Session, client_id: int, *, before: Cursor | None, limit: int, now_ms: int
 ) -> tuple[list[dict[str, Any]], str | None]:
     """One page of the client's timeline, newest first, and the cursor of the next page (None at the end)."""
-    return merge_page([source(session, client_id, before, limit + 1) for source in _SOURCES], limit)
+    pages = [source(session, client_id, before, limit + 1) for source in _SOURCES]
+    pages += [source(session, client_id, before, limit + 1, now_ms) for source in _TIMED_SOURCES]
+    return merge_page(pages, limit)
