@@ -26,7 +26,9 @@ const STRINGS = {
     relations: { informal_carer: "informal carer", gp: "GP", pharmacy: "pharmacy", family: "family",
       other: "other" },
     alertKinds: { alarm: "Alarm", missed_dose: "Missed dose", offline: "Device offline",
-      battery_low: "Battery low", stock_low: "Dispenser nearly empty", visit_overdue: "Visit overdue" },
+      battery_low: "Battery low", stock_low: "Dispenser nearly empty", visit_overdue: "Visit overdue",
+      dispense_error: "Dispenser error", tamper: "Dispenser opened or tampered with", power: "Power lost",
+      device_fault: "Device fault" },
     states: { open: "open", acknowledged: "in progress", resolved: "resolved" },
     outcomes: { false_alarm: "false alarm", talked_to_client: "talked to the client", nurse_sent: "nurse sent",
       emergency_services: "emergency services", cancelled_by_client: "cancelled by the client", other: "other",
@@ -41,6 +43,11 @@ const STRINGS = {
     alertNote: "Note on an alert", clientNote: "Care note",
     visit: (who) => `Visit: ${who}`, visitStates: { underway: "on the way", arrived: "arrived",
       cancelled: "cancelled" },
+    window: (reason) => `Maintenance window: ${reason}`, windowEnd: (reason) => `Maintenance window over: ${reason}`,
+    wholeClient: "whole client", onDevice: (d) => `device ${d}`, until: (t) => `until ${t}`, running: "running",
+    endedEarly: (by) => (by ? `ended early by ${by}` : "ended early"), asPlanned: "as planned",
+    suppressed: (kind) => `Held back by a maintenance window: ${kind}`,
+    alarmsThrough: "device-state and dose alerts held back; alarms always come through",
   },
   nl: {
     title: "cliëntdossier", backToConsole: "← Meldkamer", findClient: "Cliënt zoeken", search: "Zoeken",
@@ -64,7 +71,9 @@ const STRINGS = {
     relations: { informal_carer: "mantelzorger", gp: "huisarts", pharmacy: "apotheek", family: "familie",
       other: "overig" },
     alertKinds: { alarm: "Alarm", missed_dose: "Medicatie niet ingenomen", offline: "Apparaat offline",
-      battery_low: "Batterij bijna leeg", stock_low: "Dispenser bijna leeg", visit_overdue: "Bezoek te laat" },
+      battery_low: "Batterij bijna leeg", stock_low: "Dispenser bijna leeg", visit_overdue: "Bezoek te laat",
+      dispense_error: "Storing dispenser", tamper: "Dispenser geopend of gemanipuleerd", power: "Stroom uitgevallen",
+      device_fault: "Apparaatstoring" },
     states: { open: "open", acknowledged: "in behandeling", resolved: "afgehandeld" },
     outcomes: { false_alarm: "loos alarm", talked_to_client: "cliënt gesproken", nurse_sent: "zorgverlener gestuurd",
       emergency_services: "hulpdiensten (112)", cancelled_by_client: "door cliënt geannuleerd", other: "overig",
@@ -79,6 +88,11 @@ const STRINGS = {
     alertNote: "Notitie bij een melding", clientNote: "Zorgnotitie",
     visit: (who) => `Bezoek: ${who}`, visitStates: { underway: "onderweg", arrived: "aangekomen",
       cancelled: "geannuleerd" },
+    window: (reason) => `Meldingspauze: ${reason}`, windowEnd: (reason) => `Meldingspauze voorbij: ${reason}`,
+    wholeClient: "hele cliënt", onDevice: (d) => `apparaat ${d}`, until: (t) => `tot ${t}`, running: "loopt",
+    endedEarly: (by) => (by ? `eerder beëindigd door ${by}` : "eerder beëindigd"), asPlanned: "zoals gepland",
+    suppressed: (kind) => `Tegengehouden door een meldingspauze: ${kind}`,
+    alarmsThrough: "apparaat- en medicatiemeldingen tegengehouden; alarmen komen altijd door",
   },
 };
 
@@ -285,6 +299,23 @@ function describe(e) {
       return [T.callKinds[e.kind] || e.kind, `${T.directions[e.direction] || e.direction} · ${outcome}${by}`, "t-call"];
     }
     case "visit": return [T.visit(e.visitor), T.visitStates[e.state] || e.state, "t-visit"];
+    case "window": {
+      const parts = [e.device_id ? T.onDevice(e.device_label || e.device_id) : T.wholeClient, T.until(when(e.ends_ms))];
+      if (e.running) parts.push(T.running);
+      if (e.by) parts.push(`${T.by} ${e.by}`);
+      parts.push(T.alarmsThrough);
+      return [T.window(e.reason), parts.join(" · "), "t-window"];
+    }
+    case "window_end": {
+      const scope = e.device_id ? T.onDevice(e.device_label || e.device_id) : T.wholeClient;
+      return [T.windowEnd(e.reason), `${scope} · ${e.early ? T.endedEarly(e.ended_by) : T.asPlanned}`, "t-window"];
+    }
+    case "suppression": {
+      const parts = [e.detail];
+      if (e.device_id) parts.push(T.onDevice(e.device_id));
+      parts.push(e.window_reason);
+      return [T.suppressed(T.alertKinds[e.kind] || e.kind), parts.join(" · "), "t-suppressed"];
+    }
     default: return [e.type, "", ""];
   }
 }

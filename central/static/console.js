@@ -1,14 +1,34 @@
 // carealarm care-station console: a live queue over a WebSocket, keyed by alert id and version,
 // so a reconnect (fresh snapshot) or a change received twice never loses or doubles an alert.
+//
+// A second alarm is never silent. The console sounds when a critical (priority 1) open alert is new, or when
+// its count or latest press moved on since this console last showed it: a client pressing again while still
+// waiting is heard like a new alarm, and so is an alarm pressed while an earlier one of the client is in
+// progress (that one is a new alert, carrying `incident`: who has the running alarm, since when).
+//
+// Order of the open queue (what a nurse needs): priority first. Within a priority, alarms the client raised
+// again come first: a second press says "still waiting, and maybe worse" (a fall detected after a button
+// press), so it goes where the next nurse looks and where ↓ then `a` lands. Within each group, longest waiting
+// first (by first press: the answer clock runs from it, and a repeat must not reset anyone's place). The cost:
+// a client who pressed once — and may be unable to press again — sits below one who pressed twice. It is
+// bounded: that alarm keeps its red answer timer, and the server escalates every alarm on its own clock
+// whatever its place on screen. An alarm pressed while the client's earlier one is in progress is a new alert
+// and waits its turn by its press: someone is with that client already (the line under it says who), and a
+// client nobody has answered comes first. The same order on every console: it depends on the alerts alone,
+// not on what one console has seen.
 "use strict";
 
 const ANSWER_TARGET_S = 60;   // UK TEC Quality: 97.5% of alarm calls answered within 60 s
 const ANSWER_LIMIT_S = 180;   // ... and 99% within 180 s
 const STALE_AFTER_MS = 40000; // the server pings every 15 s; silence this long means the link is dead
+// Windows change rarely and are not news (they never quiet an alarm): a poll is enough.
+const WINDOWS_POLL_MS = 30000;
 
 const state = {
   alerts: new Map(),   // id -> alert view
-  seen: new Set(),     // ids shown before (a sound plays once, for new critical alarms only)
+  seen: new Map(),     // id -> {count, last} as last shown: new or raised again since means a sound
+  windows: [],         // running and planned maintenance windows
+  targets: null,       // clients and their devices, for the window form (loaded when it is opened)
   selected: null,
   clockOffset: 0,      // server time minus browser time
   ws: null,
@@ -19,7 +39,7 @@ const state = {
 
 const $ = (id) => document.getElementById(id);
 // English text is its own key; i18n.js holds the Dutch (and falls back to the key).
-const T = (key) => (window.carealarmI18n ? window.carealarmI18n.t(key) : key);
+const T = (key, vars) => (window.carealarmI18n ? window.carealarmI18n.t(key, vars) : key);
 
 async function api(method, path, body) {
   const res = await fetch(path, {
@@ -53,6 +73,8 @@ function showConsole(user) {
   $("console").hidden = false;
   $("who").hidden = false;
   $("who-name").textContent = `${user.display_name} (${user.role.replace("_", " ")})`;
+  audioContext();
+  soundState();
   connect();
   watchCalls();
 }
@@ -79,10 +101,11 @@ function connect() {
       for (const a of msg.alerts) fresh.set(a.id, a);
       state.alerts = fresh;
       setConn(true, T("live"));
-      render(msg.alerts.filter((a) => !state.seen.has(a.id)));
+      render();
+      loadWindows();
     } else if (msg.type === "alert") {
-      const isNew = upsert(msg.alert);
-      render(isNew ? [msg.alert] : []);
+      upsert(msg.alert);
+      render();
     }
   };
   ws.onclose = (ev) => {
@@ -96,31 +119,43 @@ function connect() {
 
 function upsert(alert) {
   const known = state.alerts.get(alert.id);
-  if (known && known.version > alert.version) return false; // an older copy arrived late
+  if (known && known.version > alert.version) return; // an older copy arrived late
   if (alert.state === "resolved") state.alerts.delete(alert.id);
   else state.alerts.set(alert.id, alert);
-  return !known && !state.seen.has(alert.id);
 }
 
-function render(newAlerts) {
-  const all = [...state.alerts.values()].sort((a, b) => a.priority - b.priority || a.opened_ms - b.opened_ms || a.id - b.id);
-  const open = all.filter((a) => a.state === "open");
-  const progress = all.filter((a) => a.state === "acknowledged");
-  fill($("open-body"), open, false);
-  fill($("progress-body"), progress, true);
+// New to this console, or raised again since it last showed the alert (a repeat press counts on it).
+function isNews(a) {
+  const before = state.seen.get(a.id);
+  return !before || a.count > before.count || a.last_event_ms > before.last;
+}
+
+const raisedAgain = (a) => (a.kind === "alarm" && a.count > 1 ? 1 : 0);
+// See the top of this file for why this order.
+const openOrder = (a, b) => a.priority - b.priority || raisedAgain(b) - raisedAgain(a) || a.opened_ms - b.opened_ms || a.id - b.id;
+const progressOrder = (a, b) => a.priority - b.priority || a.opened_ms - b.opened_ms || a.id - b.id;
+
+function render() {
+  const all = [...state.alerts.values()];
+  const open = all.filter((a) => a.state === "open").sort(openOrder);
+  const progress = all.filter((a) => a.state === "acknowledged").sort(progressOrder);
+  const news = new Set(all.filter(isNews).map((a) => a.id));
+  fill($("open-body"), open, false, news);
+  fill($("progress-body"), progress, true, news);
   $("open-empty").hidden = open.length > 0;
   $("progress-empty").hidden = progress.length > 0;
   $("count-open").textContent = open.length;
   $("count-progress").textContent = progress.length;
   document.title = open.length ? `(${open.length}) carealarm console` : "carealarm console";
-  if (newAlerts.some((a) => a.priority === 1 && a.state === "open")) beep();
-  for (const a of newAlerts) state.seen.add(a.id);
+  const alarms = open.filter((a) => a.priority === 1 && news.has(a.id));
+  if (alarms.length) beep(alarms.some((a) => state.seen.has(a.id)) ? "raised again" : "new alarm");
+  for (const a of all) state.seen.set(a.id, { count: a.count, last: a.last_event_ms });
   if (state.selected !== null && !state.alerts.has(state.selected)) state.selected = null;
   highlight();
   tick();
 }
 
-function fill(tbody, alerts, inProgress) {
+function fill(tbody, alerts, inProgress, news) {
   const rows = new Map([...tbody.children].map((tr) => [Number(tr.dataset.id), tr]));
   const wanted = new Set(alerts.map((a) => a.id));
   for (const [id, tr] of rows) if (!wanted.has(id)) tr.remove();
@@ -128,12 +163,19 @@ function fill(tbody, alerts, inProgress) {
     let tr = rows.get(a.id);
     if (!tr || tr.dataset.version !== String(a.version)) {
       const fresh = row(a, inProgress);
-      if (!tr && !state.seen.has(a.id)) fresh.classList.add("flash");
+      if (news.has(a.id) && !inProgress) fresh.classList.add("flash");
       if (tr) tr.replaceWith(fresh);
       tr = fresh;
     }
     if (tbody.children[i] !== tr) tbody.insertBefore(tr, tbody.children[i] || null);
   });
+}
+
+// Rows carry translated words and window badges: build them again (no sound: nothing is news).
+function rebuildRows() {
+  $("open-body").replaceChildren();
+  $("progress-body").replaceChildren();
+  render();
 }
 
 function cell(tr, ...children) {
@@ -152,12 +194,47 @@ function span(cls, text) {
 
 const PRIORITY = { 1: "CRITICAL", 2: "HIGH", 3: "NORMAL", 4: "LOW" };  // translated when shown
 
+function hhmm(ms) {
+  const lang = window.carealarmI18n ? window.carealarmI18n.lang : "en";
+  return new Intl.DateTimeFormat(lang === "nl" ? "nl-NL" : "en-GB", { hour: "2-digit", minute: "2-digit" })
+    .format(new Date(ms));
+}
+
+function dayTime(ms) {
+  const lang = window.carealarmI18n ? window.carealarmI18n.lang : "en";
+  return new Intl.DateTimeFormat(lang === "nl" ? "nl-NL" : "en-GB", {
+    weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit",
+  }).format(new Date(ms));
+}
+
+// The alarm a later press arrived during: who has it and since when, fresh from the queue when we can.
+function incidentLine(a) {
+  const running = state.alerts.get(a.incident.id) || null;
+  const by = (running && running.acknowledged_by) || a.incident.acknowledged_by || "—";
+  const since = (running && running.acknowledged_ms) || a.incident.acknowledged_ms || a.incident.opened_ms;
+  const vars = { name: by, time: hhmm(since) };
+  const text = running && running.state === "acknowledged"
+    ? T("Client already being helped — alarm in progress by {name} since {time}", vars)
+    : T("Pressed while an earlier alarm was in progress (by {name} since {time}); that alarm is closed now", vars);
+  const div = span("incident", text);
+  div.dataset.incident = a.incident.id;
+  return div;
+}
+
+function windowFor(a) {
+  const now = Date.now() + state.clockOffset;
+  return state.windows.find((w) => w.starts_ms <= now && now < w.ends_ms
+    && (w.device ? a.device && a.device.id === w.device.id : w.client.id === a.client.id)) || null;
+}
+
 function row(a, inProgress) {
   const tr = document.createElement("tr");
   tr.dataset.id = a.id;
   tr.dataset.version = a.version;
   tr.tabIndex = 0;
   tr.className = "alert-row";
+  if (raisedAgain(a)) tr.classList.add("raised-again");
+  if (a.incident) tr.classList.add("in-incident");
   tr.addEventListener("click", () => { state.selected = a.id; highlight(); });
   cell(tr, span(`prio prio-${a.priority}`, T(PRIORITY[a.priority] || String(a.priority))));
   const timer = span("timer", "");
@@ -169,9 +246,14 @@ function row(a, inProgress) {
   const dev = a.device ? `${a.device.label || a.device.kind}` : "—";
   const devCell = cell(tr, span("", dev));
   if (a.device) devCell.append(document.createElement("br"), span("muted", a.device.id));
-  const what = cell(tr, span("", a.detail));
-  if (a.count > 1) what.append(span("count", `×${a.count}`));
+  const what = cell(tr, span("detail", a.detail));
+  if (a.count > 1) {
+    what.append(span("count", T("×{count} · last {time}", { count: a.count, time: hhmm(a.last_event_ms) })));
+  }
   if (a.level > 0) what.append(" ", span("escalated", `${T("escalated · level")} ${a.level}`));
+  if (a.incident) what.append(incidentLine(a));
+  const quiet = windowFor(a);
+  if (quiet) what.append(span("window-badge", T("Window: {reason}", { reason: quiet.reason })));
   if (inProgress) cell(tr, span("", a.acknowledged_by || "—"));
   const actions = cell(tr);
   const tools = document.createElement("span");
@@ -232,7 +314,7 @@ function watchCalls() {
       return div;
     }));
     box.hidden = ringing.length === 0;
-    if (ringing.length) beep();
+    if (ringing.length) beep("call");
   };
   ws.onclose = (ev) => { if (ev.code !== 4401 && !$("console").hidden) setTimeout(watchCalls, 2000); };
 }
@@ -245,12 +327,12 @@ async function addNote(id) {
 }
 
 async function acknowledge(id) {
-  try { upsert(await api("POST", `/api/alerts/${id}/acknowledge`)); render([]); }
+  try { upsert(await api("POST", `/api/alerts/${id}/acknowledge`)); render(); }
   catch (e) { if (e.status === 401) showLogin(); else alert(`Could not acknowledge: ${e.message}`); }
 }
 
 async function resolve(id, outcome) {
-  try { upsert(await api("POST", `/api/alerts/${id}/resolve`, { outcome })); render([]); }
+  try { upsert(await api("POST", `/api/alerts/${id}/resolve`, { outcome })); render(); }
   catch (e) { if (e.status === 401) showLogin(); else alert(`Could not resolve: ${e.message}`); }
 }
 
@@ -271,19 +353,156 @@ function tick() {
     setConn(false, T("connection lost — reconnecting…"));
     state.ws.close();
   }
+  // A window that ended leaves the list, one that began is running: no need to wait for the next poll.
+  if (state.windows.some((w) => w.ends_ms <= now || (w.state === "upcoming" && w.starts_ms <= now))) {
+    setWindows(state.windows.filter((w) => w.ends_ms > now)
+      .map((w) => (w.starts_ms <= now ? { ...w, state: "active" } : w)));
+  }
 }
 
-function beep() {
+// Every sound the console makes, counted where anyone (a test, a support engineer) can read it.
+window.carealarmSound = { played: 0, last: null, audible: null };
+let audio = null;
+
+// One audio context for the page. A browser keeps it suspended until the nurse has touched the page (a
+// console reloaded with a remembered sign-in): then a banner says the sound is off, and any click or key
+// turns it on.
+function audioContext() {
+  if (!audio) {
+    const Ctx = window.AudioContext || window.webkitAudioContext;
+    if (!Ctx) return null;
+    audio = new Ctx();
+    audio.onstatechange = soundState;
+  }
+  if (audio.state === "suspended") audio.resume().then(soundState, soundState);
+  return audio;
+}
+
+function soundState() {
+  const audible = Boolean(audio && audio.state === "running");
+  window.carealarmSound.audible = audible;
+  $("sound-off").hidden = audible || $("console").hidden;
+}
+
+function beep(why) {
+  window.carealarmSound.played += 1;
+  window.carealarmSound.last = why;
   try {
-    const ctx = new (window.AudioContext || window.webkitAudioContext)();
+    const ctx = audioContext();
+    if (!ctx) return;
     for (const [start, freq] of [[0, 880], [0.25, 660], [0.5, 880]]) {
       const o = ctx.createOscillator(); const g = ctx.createGain();
       o.frequency.value = freq; o.connect(g); g.connect(ctx.destination);
       g.gain.setValueAtTime(0.2, ctx.currentTime + start);
       o.start(ctx.currentTime + start); o.stop(ctx.currentTime + start + 0.2);
     }
-  } catch (_) { /* audio may be blocked until the nurse has interacted with the page */ }
+  } catch (_) { /* no audio device: the counter and the flashing row remain */ }
+  soundState();
 }
+
+for (const type of ["click", "keydown"]) {
+  document.addEventListener(type, () => { if (!audio || audio.state !== "running") audioContext(); }, true);
+}
+
+// -- maintenance windows ----------------------------------------------------------------------------------
+
+async function loadWindows() {
+  let page;
+  try { page = await api("GET", "/api/windows"); }
+  catch (e) { if (e.status === 401) showLogin(); return; }
+  setWindows(page.items);
+}
+
+// Alert rows show the window their client or device is in: rebuild them only when the windows changed, so a
+// poll never resets an outcome a nurse is choosing.
+function setWindows(windows) {
+  const key = (ws) => ws.map((w) => `${w.id}:${w.state}:${w.ends_ms}:${w.suppressed}`).join(",");
+  const changed = key(windows) !== key(state.windows);
+  state.windows = windows;
+  renderWindows();
+  if (changed) rebuildRows();
+}
+
+function renderWindows() {
+  const body = $("windows-body");
+  body.replaceChildren(...state.windows.map((w) => {
+    const tr = document.createElement("tr");
+    tr.dataset.window = w.id;
+    tr.className = `window-row w-${w.state}`;
+    cell(tr, span("client", w.client.name));
+    cell(tr, span("", w.device ? `${w.device.label || T(w.device.kind)} (${w.device.id})` : T("Whole client")));
+    cell(tr, span("", w.reason));
+    const from = cell(tr, span("", dayTime(w.starts_ms)));
+    if (w.state === "upcoming") from.append(" ", span("muted", T("planned")));
+    cell(tr, span("", dayTime(w.ends_ms)));
+    cell(tr, span("", String(w.suppressed)));
+    const end = document.createElement("button");
+    end.type = "button";
+    end.textContent = T("End");
+    end.addEventListener("click", () => endWindow(w.id));
+    cell(tr, end);
+    return tr;
+  }));
+  $("windows-empty").hidden = state.windows.length > 0;
+}
+
+async function endWindow(id) {
+  if (!window.confirm(T("End this maintenance window now? Alerts come through again from now on."))) return;
+  try { await api("POST", `/api/windows/${id}/end`); }
+  catch (e) { if (e.status === 401) return showLogin(); alert(`${T("Could not end the window")}: ${e.message}`); }
+  await loadWindows();
+}
+
+async function loadTargets() {
+  if (state.targets) return;
+  try { state.targets = (await api("GET", "/api/windows/targets")).clients; }
+  catch (e) { $("w-error").textContent = e.message; return; }
+  const sel = $("w-client");
+  const none = document.createElement("option");
+  none.value = ""; none.textContent = T("Choose a client");
+  sel.replaceChildren(none, ...state.targets.map((c) => {
+    const o = document.createElement("option"); o.value = c.id; o.textContent = c.name; return o;
+  }));
+  fillDevices();
+}
+
+function fillDevices() {
+  const client = (state.targets || []).find((c) => String(c.id) === $("w-client").value);
+  const whole = document.createElement("option");
+  whole.value = ""; whole.textContent = T("Whole client");
+  $("w-device").replaceChildren(whole, ...(client ? client.devices : []).map((d) => {
+    const o = document.createElement("option");
+    o.value = d.id; o.textContent = `${d.label || T(d.kind)} (${d.id})`; return o;
+  }));
+}
+
+// datetime-local gives the browser's local time without a zone: Date reads it as local, as the nurse meant.
+const localMs = (value) => (value ? new Date(value).getTime() : null);
+
+async function addWindow(ev) {
+  ev.preventDefault();
+  const device = $("w-device").value;
+  const body = { reason: $("w-reason").value, ends_ms: localMs($("w-until").value) };
+  if (device) body.device_id = device; else body.client_id = Number($("w-client").value);
+  const from = localMs($("w-from").value);
+  if (from !== null) body.starts_ms = from;
+  try {
+    await api("POST", "/api/windows", body);
+  } catch (e) {
+    if (e.status === 401) return showLogin();
+    $("w-error").textContent = `${T("Could not add the window")}: ${e.message}`;
+    return;
+  }
+  $("w-error").textContent = "";
+  $("window-form").reset();
+  fillDevices();
+  await loadWindows();
+}
+
+$("window-add").addEventListener("toggle", () => { if ($("window-add").open) loadTargets(); });
+$("w-client").addEventListener("change", fillDevices);
+$("window-form").addEventListener("submit", addWindow);
+setInterval(() => { if (!$("console").hidden) loadWindows(); }, WINDOWS_POLL_MS);
 
 function rowsInOrder() { return [...document.querySelectorAll("tr.alert-row")]; }
 
@@ -310,6 +529,7 @@ document.addEventListener("keydown", (ev) => {
 
 $("login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
+  audioContext(); // signing in is a touch of the page: the browser lets the alarm sound from now on
   try {
     const user = await api("POST", "/api/session", { username: $("username").value, password: $("password").value });
     $("password").value = "";
@@ -323,6 +543,7 @@ $("sign-out").addEventListener("click", async () => {
   try { await api("DELETE", "/api/session"); } catch (_) { /* already gone */ }
   if (state.ws) { state.ws.onclose = null; state.ws.close(); state.ws = null; }
   state.alerts.clear();
+  state.windows = [];
   showLogin();
 });
 
@@ -330,10 +551,8 @@ setInterval(tick, 1000);
 
 if (window.carealarmI18n) {
   window.carealarmI18n.onChange(() => {
-    // Rows carry translated words: build them again in the new language.
-    $("open-body").replaceChildren();
-    $("progress-body").replaceChildren();
-    render([]);
+    rebuildRows();
+    renderWindows();
     if (state.ws) setConn(true, T("live"));
   });
 }

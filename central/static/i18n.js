@@ -50,6 +50,33 @@
     "in progress": "in behandeling",
     "alert": "alarmmelding",
     "alerts": "alarmmeldingen",
+    // -- live console: a re-raised alarm, a running incident, the sound, maintenance windows --
+    "×{count} · last {time}": "×{count} · laatst {time}",
+    "Client already being helped — alarm in progress by {name} since {time}":
+      "Cliënt wordt al geholpen — alarm in behandeling bij {name} sinds {time}",
+    "Pressed while an earlier alarm was in progress (by {name} since {time}); that alarm is closed now":
+      "Gedrukt terwijl een eerder alarm in behandeling was (bij {name} sinds {time}); dat alarm is inmiddels afgehandeld",
+    "Sound is off — click anywhere to hear alarms": "Geluid staat uit — klik ergens om alarmen te horen",
+    "Maintenance windows": "Meldingspauzes",
+    "Device-state and dose alerts of these clients and devices are held back and recorded; alarms always come through.":
+      "Apparaat- en medicatiemeldingen van deze cliënten en apparaten worden vastgelegd maar niet gemeld; alarmen komen altijd door.",
+    "Reason": "Reden",
+    "Until": "Tot",
+    "From (empty: now)": "Van (leeg: nu)",
+    "Held back": "Tegengehouden",
+    "End": "Beëindigen",
+    "No maintenance windows.": "Geen meldingspauzes.",
+    "Add a maintenance window": "Meldingspauze toevoegen",
+    "Add window": "Pauze toevoegen",
+    "Whole client": "Hele cliënt",
+    "Choose a client": "Kies een cliënt",
+    "in hospital": "in het ziekenhuis",
+    "planned": "gepland",
+    "Window: {reason}": "Pauze: {reason}",
+    "End this maintenance window now? Alerts come through again from now on.":
+      "Deze meldingspauze nu beëindigen? Meldingen komen vanaf nu weer door.",
+    "Could not end the window": "De meldingspauze kon niet worden beëindigd",
+    "Could not add the window": "De meldingspauze kon niet worden toegevoegd",
     // -- people and roles --
     "care_nurse": "verpleegkundige zorgcentrale",
     "district_nurse": "wijkverpleegkundige",
