@@ -57,8 +57,6 @@ RESEND_AFTER_S = 5.0
 _RECONNECT_S = (1.0, 5.0)
 # QoS 1 may deliver a command twice: a device remembers this many recent answers to repeat them.
 _REMEMBERED_COMMANDS: Final = 64
-# MQTT 5 DISCONNECT reason "session taken over": another connection logged in with our client id.
-_TAKEN_OVER: Final = 0x8E
 
 
 @dataclass(frozen=True)
@@ -90,7 +88,6 @@ class FleetStats:
     rejected: int = 0
     drops: int = 0
     freezes: int = 0
-    taken_over: int = 0  # connections the broker closed because another one used the same client id
     # Seconds from the first send of an event to its application ack, per event kind.
     ack_seconds: dict[str, list[float]] = field(default_factory=dict)
 
@@ -219,15 +216,7 @@ class SimDevice:
         # Anything still unacknowledged goes again at once after a reconnect.
         self.resend_due(now=time.monotonic() + RESEND_AFTER_S)
 
-    def _on_lost(self, client: MqttClient, _exc: Exception | None) -> None:
-        if client.disconnect_reason == _TAKEN_OVER:
-            self.stats.taken_over += 1
-            if self.stats.taken_over == 1:  # once per fleet: the cause is the same for every device
-                log.warning(
-                    "device %s: another connection took over this client id: is another simulator "
-                    "(the fleet of `carealarm run --simulate`, `make demo`) running the same devices?",
-                    self.creds.device_id,
-                )
+    def _on_lost(self, _client: MqttClient, _exc: Exception | None) -> None:
         self._lost.set()
 
     # -- what a device does ------------------------------------------------------------------------

@@ -130,8 +130,6 @@ class MqttClient(asyncio.Protocol):
         self.connected = False
         self.session_present = False
         self.frozen = False
-        # The reason code of the DISCONNECT the broker sent before closing (MQTT 5), None if it sent none.
-        self.disconnect_reason: int | None = None
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._connack: asyncio.Future[tuple[bool, int]] | None = None
@@ -151,7 +149,6 @@ class MqttClient(asyncio.Protocol):
         loop = asyncio.get_running_loop()
         self._closing = False
         self.frozen = False
-        self.disconnect_reason = None
         self._buf.clear()
         self._connack = loop.create_future()
         try:
@@ -385,8 +382,7 @@ class MqttClient(asyncio.Protocol):
             if fut is not None and not fut.done():
                 fut.set_result(list(body[pos:]))
         elif kind == _DISCONNECT:  # MQTT 5: the broker tells us why it closes
-            self.disconnect_reason = body[0] if body else 0
-            log.info("mqtt %s: broker sent DISCONNECT %#04x", self.client_id, self.disconnect_reason)
+            log.info("mqtt %s: broker sent DISCONNECT %r", self.client_id, body[:1])
         # PINGRESP needs nothing: any incoming byte is enough for us.
 
     @staticmethod
