@@ -534,6 +534,8 @@ def test_the_console_lists_adds_and_ends_windows(context: Any, site: Site) -> No
         assert s.get(MaintenanceWindow, first).ended_by == site.nurse  # type: ignore[union-attr]
     page.select_option("select.lang-switch", "nl")
     page.locator("#windows-title", has_text="Meldingspauzes").wait_for()
+    assert page.text_content("#w-client option:first-child") == "Kies een cliënt"
+    assert page.text_content("#w-device option:first-child") == "Hele cliënt"
     page.screenshot(path=str(ARTIFACTS / "windows-console-nl.png"), full_page=True)
 
 

@@ -457,23 +457,32 @@ async function loadTargets() {
   if (state.targets) return;
   try { state.targets = (await api("GET", "/api/windows/targets")).clients; }
   catch (e) { $("w-error").textContent = e.message; return; }
+  fillTargets();
+}
+
+// The form's choices (built again in a new language, keeping what was chosen).
+function fillTargets() {
   const sel = $("w-client");
+  const chosen = sel.value;
   const none = document.createElement("option");
   none.value = ""; none.textContent = T("Choose a client");
-  sel.replaceChildren(none, ...state.targets.map((c) => {
+  sel.replaceChildren(none, ...(state.targets || []).map((c) => {
     const o = document.createElement("option"); o.value = c.id; o.textContent = c.name; return o;
   }));
+  sel.value = chosen;
   fillDevices();
 }
 
 function fillDevices() {
   const client = (state.targets || []).find((c) => String(c.id) === $("w-client").value);
+  const chosen = $("w-device").value;
   const whole = document.createElement("option");
   whole.value = ""; whole.textContent = T("Whole client");
   $("w-device").replaceChildren(whole, ...(client ? client.devices : []).map((d) => {
     const o = document.createElement("option");
     o.value = d.id; o.textContent = `${d.label || T(d.kind)} (${d.id})`; return o;
   }));
+  $("w-device").value = client && client.devices.some((d) => d.id === chosen) ? chosen : "";
 }
 
 // datetime-local gives the browser's local time without a zone: Date reads it as local, as the nurse meant.
@@ -553,6 +562,7 @@ if (window.carealarmI18n) {
   window.carealarmI18n.onChange(() => {
     rebuildRows();
     renderWindows();
+    fillTargets();
     if (state.ws) setConn(true, T("live"));
   });
 }
