@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -23,6 +25,7 @@ from monitor.service import Monitor
 from protocol.v1 import Command, command_topic, encode_command
 from storage.db import make_engine, make_session_factory, schema_revision, upgrade
 from storage.registry import device_password_hashes
+from storage.service_runs import keep_beating
 
 from .broker import SERVICE_USER, BrokerError, EmbeddedBroker, TlsListener, reload_running, service_password
 from .mqtt import HINT_ALERTS, HINT_EVENTS, Hints, MqttConfig
@@ -108,6 +111,13 @@ async def run(settings: Settings, options: RunOptions) -> None:
 
     hints = Hints(mqtt, f"carealarm-hints-{uuid.uuid4().hex[:10]}")
     tasks: list[asyncio.Task[None]] = []
+    run_instance = f"{socket.gethostname()}/{os.getpid()}"
+
+    def record_run(component: str) -> None:
+        """Record the component's run in service_runs (the reports tell its downtime from a device's)."""
+        beating = keep_beating(sessions, component, run_instance, stop)
+        tasks.append(asyncio.create_task(beating, name=f"{component}-run"))
+
     gateway: Gateway | None = None
     server: _Server | None = None
     metrics_sources = []
@@ -120,6 +130,7 @@ async def run(settings: Settings, options: RunOptions) -> None:
         )
         metrics_sources.append(gateway.metrics.render)
         await asyncio.to_thread(gateway.start)
+        record_run("gateway")
     if "monitor" in options.components:
         try:
             channels = channels_from_settings(settings)
@@ -141,6 +152,7 @@ async def run(settings: Settings, options: RunOptions) -> None:
         metrics_sources.append(monitor.metrics.render)
         hints.on(HINT_EVENTS, monitor.wake)
         tasks.append(asyncio.create_task(monitor.run(stop), name="monitor"))
+        record_run("monitor")
     if "central" in options.components:
         broadcaster = Broadcaster(sessions, poll_interval_s=settings.poll_interval_s)
         hints.on(HINT_ALERTS, broadcaster.wake)
@@ -172,6 +184,7 @@ async def run(settings: Settings, options: RunOptions) -> None:
         server = _Server(config)
         central_task = asyncio.create_task(server.serve(), name="central")
         tasks.append(central_task)
+        record_run("central")
     hints.start()
     metrics_server = None
     if settings.metrics_port and "central" not in options.components:
@@ -215,8 +228,9 @@ async def run(settings: Settings, options: RunOptions) -> None:
     done_early = asyncio.create_task(_first_failure(tasks))
     stop_wait = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait({stop_wait, done_early}, return_when=asyncio.FIRST_COMPLETED)
-    # A component that ends before we were asked to stop has failed; after the stop, ending is the point.
-    failure = done_early.result() if done_early in done else None
+    # A component that ends before we were asked to stop has failed; after the stop, ending is the point (a
+    # signal during start-up may already have ended the tasks that stop on it, run records among them).
+    failure = done_early.result() if done_early in done and not stop.is_set() else None
     done_early.cancel()
     stop.set()
     log.info("stopping")

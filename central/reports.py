@@ -2,6 +2,7 @@
 
 Each report is JSON, or CSV with ``?format=csv``. The routes read rows and hand them to the pure
 :mod:`central.report_calc`; the window is ``since``/``until`` (a date, an ISO date-time or epoch ms).
+Each JSON answer carries the definitions of its figures (``definitions``), as the page shows them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from storage.models import Alert, Client, Device, DeviceEvent, DoseInstance, User
+from storage.models import Alert, Client, Device, DeviceEvent, DoseInstance, ServiceRun, User
+from storage.service_runs import BEAT_EVERY_S
 
 from . import report_calc as calc
 from .auth import SignedInUser
@@ -36,6 +38,10 @@ REPORT_ROLES = frozenset({"supervisor", "admin"})
 _MAX_WINDOW_MS = 366 * 86_400_000
 _DEFAULT_WINDOW_MS = 7 * 86_400_000
 # Spreadsheets run cells that start with these as formulas; a client's or nurse's name must not.
+# A gateway not heard from for two beat intervals is down (one late beat is a busy database, not an outage).
+_SERVICE_GRACE_MS = int(2 * BEAT_EVERY_S * 1000)
+# The subject of a missed-dose alert the monitor opened on a dispenser's word alone (monitor/doses.py).
+_DEVICE_DOSE = "device-dose:"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
@@ -106,18 +112,27 @@ def _sessions(request: Request) -> Any:
 
 @router.get("/api/reports/answer-times")
 def answer_times(request: Request, user: ReportUser, span: Window, format: Format = "json") -> Any:
-    """Alarms per day and per nurse: answered, shares within 60 s and 180 s, median and p90 (seconds)."""
+    """Alarms per day and per nurse: answered, unanswered, cancelled by the client, shares within 60 s and
+    180 s of all alarms to answer, median and p90 (seconds) of the answered ones."""
     since_ms, until_ms, zone = span
     with _sessions(request)() as session:
         timings = [
-            calc.AlertTiming(opened, acked, nurse)
-            for opened, acked, nurse in session.execute(
-                select(Alert.opened_ms, Alert.acknowledged_ms, User.display_name)
+            calc.AlertTiming(opened, acked, nurse, resolved, outcome, resolved_by is not None)
+            for opened, acked, nurse, resolved, outcome, resolved_by in session.execute(
+                select(
+                    Alert.opened_ms,
+                    Alert.acknowledged_ms,
+                    User.display_name,
+                    Alert.resolved_ms,
+                    Alert.outcome,
+                    Alert.resolved_by,
+                )
                 .outerjoin(User, User.id == Alert.acknowledged_by)
                 .where(Alert.kind == "alarm", Alert.opened_ms >= since_ms, Alert.opened_ms < until_ms)
             )
         ]
-    rows = [asdict(r) for r in calc.answer_times(timings, since_ms, until_ms, zone)]
+    now_ms = request.app.state.ctx.clock_ms()
+    rows = [asdict(r) for r in calc.answer_times(timings, since_ms, until_ms, now_ms, zone)]
     if format == "csv":
         return _csv(
             "answer-times",
@@ -128,6 +143,7 @@ def answer_times(request: Request, user: ReportUser, span: Window, format: Forma
                 "nurse",
                 "answered",
                 "unanswered",
+                "cancelled_by_client",
                 "within_60_pct",
                 "within_180_pct",
                 "median_s",
@@ -139,6 +155,7 @@ def answer_times(request: Request, user: ReportUser, span: Window, format: Forma
                     r["nurse"] if r["nurse"] is not None else "(all nurses)",
                     r["answered"],
                     r["unanswered"],
+                    r["cancelled_by_client"],
                     _pct(r["within_60"]),
                     _pct(r["within_180"]),
                     _num(r["median_s"]),
@@ -150,6 +167,7 @@ def answer_times(request: Request, user: ReportUser, span: Window, format: Forma
     return {
         **_span(since_ms, until_ms, zone),
         "targets": {"within_60": calc.TARGET_WITHIN_60, "within_180": calc.TARGET_WITHIN_180},
+        "definitions": calc.DEFINITIONS["answer_times"],
         "days": [r for r in rows if r["nurse"] is None],
         "nurses": [r for r in rows if r["nurse"] is not None],
     }
@@ -166,24 +184,40 @@ def adherence(
     client_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     format: Format = "json",
 ) -> Any:
-    """Per client: doses due, taken, taken late, missed, still pending, and adherence."""
+    """Per client: doses due, taken, taken late, missed, still pending, and adherence.
+
+    The doses are the schedule's instances and the doses only the dispenser reported (``dose`` events the
+    schedule has no instance of, and missed-dose alerts opened on the dispenser's word).
+    """
     since_ms, until_ms, zone = span
     with _sessions(request)() as session:
-        query = select(DoseInstance.client_id, DoseInstance.due_ms, DoseInstance.state).where(
-            DoseInstance.due_ms >= since_ms, DoseInstance.due_ms < until_ms
+        if client_id is not None and session.get(Client, client_id) is None:
+            raise HTTPException(status_code=404, detail=f"no client {client_id}")
+        # Reports are matched to instances up to the match window away, so read that much around the window.
+        near = (since_ms - calc.MATCH_WINDOW_MS, until_ms + calc.MATCH_WINDOW_MS)
+        instances = _dose_instances(session, near, client_id)
+        doses = [calc.DoseRecord(c, due, state) for c, _dose, due, state in instances]
+        doses += calc.dispenser_doses(
+            _dispenser_reports(session, near, client_id),
+            _dispenser_miss_alerts(session, near, client_id),
+            [calc.DueInstance(c, dose, due) for c, dose, due, _state in instances],
         )
-        if client_id is not None:
-            if session.get(Client, client_id) is None:
-                raise HTTPException(status_code=404, detail=f"no client {client_id}")
-            query = query.where(DoseInstance.client_id == client_id)
-        doses = [calc.DoseRecord(c, d, s) for c, d, s in session.execute(query)]
         names = _client_names(session, {d.client_id for d in doses})
     rows = [
         {"client_name": names.get(r.client_id, ""), **asdict(r)}
         for r in calc.adherence(doses, since_ms, until_ms)
     ]
     if format == "csv":
-        columns = ["client_id", "client_name", "due", "taken", "taken_late", "missed", "pending"]
+        columns = [
+            "client_id",
+            "client_name",
+            "due",
+            "taken",
+            "taken_late",
+            "missed",
+            "pending",
+            "unscheduled",
+        ]
         return _csv(
             "adherence",
             since_ms,
@@ -191,7 +225,70 @@ def adherence(
             [*columns, "adherence_pct", "on_time_pct"],
             ([*(r[c] for c in columns), _pct(r["adherence"]), _pct(r["on_time"])] for r in rows),
         )
-    return {**_span(since_ms, until_ms, zone), "clients": rows}
+    return {**_span(since_ms, until_ms, zone), "definitions": calc.DEFINITIONS["adherence"], "clients": rows}
+
+
+def _dose_instances(
+    session: Session, window: tuple[int, int], client_id: int | None
+) -> list[tuple[int, str, int, str]]:
+    """(client, dose id, due, state) of the schedule's instances due in ``window``, cancelled ones too."""
+    query = select(
+        DoseInstance.client_id, DoseInstance.dose_id, DoseInstance.due_ms, DoseInstance.state
+    ).where(DoseInstance.due_ms >= window[0], DoseInstance.due_ms < window[1])
+    if client_id is not None:
+        query = query.where(DoseInstance.client_id == client_id)
+    return [(int(c), str(d), int(due), str(state)) for c, d, due, state in session.execute(query)]
+
+
+def _dispenser_reports(
+    session: Session, window: tuple[int, int], client_id: int | None
+) -> list[calc.DispenserReport]:
+    """The ``dose`` events received in ``window``, for the client their device belongs to."""
+    query = (
+        select(Device.client_id, DeviceEvent.received_ms, DeviceEvent.payload)
+        .join(Device, Device.id == DeviceEvent.device_id)
+        .where(
+            DeviceEvent.kind == "dose",
+            DeviceEvent.received_ms >= window[0],
+            DeviceEvent.received_ms < window[1],
+        )
+    )
+    if client_id is not None:
+        query = query.where(Device.client_id == client_id)
+    reports = []
+    for client, received_ms, payload in session.execute(query):
+        body = json.loads(payload)  # stored by the gateway after validation: dose_id and event are there
+        due = body.get("due_ts")
+        reports.append(
+            calc.DispenserReport(
+                int(client),
+                str(body["dose_id"]),
+                str(body["event"]),
+                int(received_ms),
+                due if isinstance(due, int) else None,
+            )
+        )
+    return reports
+
+
+def _dispenser_miss_alerts(
+    session: Session, window: tuple[int, int], client_id: int | None
+) -> list[calc.DispenserMissAlert]:
+    """Missed-dose alerts the monitor opened on a dispenser's word, opened in ``window``."""
+    query = select(Alert.client_id, Alert.subject, Alert.opened_ms, Alert.outcome).where(
+        Alert.kind == "missed_dose",
+        Alert.subject.startswith(_DEVICE_DOSE, autoescape=True),
+        Alert.opened_ms >= window[0],
+        Alert.opened_ms < window[1],
+    )
+    if client_id is not None:
+        query = query.where(Alert.client_id == client_id)
+    return [
+        calc.DispenserMissAlert(
+            int(c), str(subject).removeprefix(_DEVICE_DOSE), int(opened), outcome == "dose_taken_late"
+        )
+        for c, subject, opened, outcome in session.execute(query)
+    ]
 
 
 def _client_names(session: Session, ids: Iterable[int]) -> dict[int, str]:
@@ -207,14 +304,19 @@ def _client_names(session: Session, ids: Iterable[int]) -> dict[int, str]:
 
 @router.get("/api/reports/uptime")
 def uptime(request: Request, user: ReportUser, span: Window, format: Format = "json") -> Any:
-    """Per device: the share of the window it was online (from its status reports and current state)."""
+    """Per device: the share of the window it was online (from its status reports and current state), and
+    the time the service itself was down (the gaps between the gateway's runs), which is not the device's."""
     since_ms, until_ms, zone = span
     ctx = request.app.state.ctx
+    now_ms = ctx.clock_ms()
     with ctx.sessions() as session:
         devices = session.execute(
             select(Device, Client.name).join(Client, Client.id == Device.client_id).order_by(Device.id)
         ).all()
         transitions = _status_transitions(session, since_ms, until_ms)
+        down = calc.service_down_periods(
+            _gateway_runs(session, since_ms, until_ms), _SERVICE_GRACE_MS, now_ms
+        )
     histories = [
         calc.DeviceHistory(
             device.id,
@@ -225,7 +327,9 @@ def uptime(request: Request, user: ReportUser, span: Window, format: Format = "j
         )
         for device, _name in devices
     ]
-    calculated = {r.device_id: r for r in calc.uptime(histories, since_ms, until_ms, ctx.clock_ms())}
+    calculated = {
+        r.device_id: r for r in calc.uptime(histories, since_ms, until_ms, now_ms, service_down=down)
+    }
     rows = [
         {
             "device_id": device.id,
@@ -238,7 +342,16 @@ def uptime(request: Request, user: ReportUser, span: Window, format: Format = "j
         for device, name in devices
     ]
     if format == "csv":
-        columns = ["device_id", "label", "kind", "client_name", "online_ms", "offline_ms", "unknown_ms"]
+        columns = [
+            "device_id",
+            "label",
+            "kind",
+            "client_name",
+            "online_ms",
+            "offline_ms",
+            "unknown_ms",
+            "service_down_ms",
+        ]
         return _csv(
             "uptime",
             since_ms,
@@ -246,7 +359,27 @@ def uptime(request: Request, user: ReportUser, span: Window, format: Format = "j
             [*columns, "online_pct", "changes"],
             ([*(r[c] for c in columns), _pct(r["share_online"]), r["changes"]] for r in rows),
         )
-    return {**_span(since_ms, until_ms, zone), "devices": rows}
+    return {**_span(since_ms, until_ms, zone), "definitions": calc.DEFINITIONS["uptime"], "devices": rows}
+
+
+def _gateway_runs(session: Session, since_ms: int, until_ms: int) -> list[calc.RunSpan]:
+    """The gateway's runs that reach into the window, and the last one that ended before it (the gap from
+    its end may reach into the window)."""
+    gateway = ServiceRun.component == "gateway"
+    spans = list(
+        session.execute(
+            select(ServiceRun.started_ms, ServiceRun.last_beat_ms).where(
+                gateway, ServiceRun.last_beat_ms >= since_ms, ServiceRun.started_ms < until_ms
+            )
+        )
+    )
+    spans += session.execute(
+        select(ServiceRun.started_ms, ServiceRun.last_beat_ms)
+        .where(gateway, ServiceRun.last_beat_ms < since_ms)
+        .order_by(ServiceRun.last_beat_ms.desc())
+        .limit(1)
+    )
+    return [calc.RunSpan(int(started), int(last)) for started, last in spans]
 
 
 def _status_transitions(session: Session, since_ms: int, until_ms: int) -> dict[str, list[tuple[int, bool]]]:

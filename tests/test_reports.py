@@ -9,12 +9,13 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from central.app import CentralContext, create_app
 from central.auth import hash_password
 from central.feed import Broadcaster
 from storage.db import SessionFactory
-from storage.models import Alert, DeviceEvent, DoseInstance
+from storage.models import Alert, Client, DeviceEvent, DoseInstance, ServiceRun, User
 from storage.registry import add_client, add_device, add_user
 
 DAY = 86_400_000
@@ -205,3 +206,165 @@ def test_bad_windows_are_refused_clearly(api: TestClient) -> None:
     for params, message in cases:
         response = api.get("/api/reports/answer-times", params=params)
         assert response.status_code == 422 and message in response.json()["detail"], response.text
+
+
+# -- the reports tell the truth -----------------------------------------------------------------------
+
+
+def _user_id(sessions: SessionFactory, username: str) -> int:
+    with sessions() as s:
+        return int(s.scalars(select(User.id).where(User.username == username)).one())
+
+
+def _client_id(sessions: SessionFactory, prefix: str) -> int:
+    with sessions() as s:
+        return int(s.scalars(select(Client.id).where(Client.name.startswith(prefix))).one())
+
+
+def _alarm(client_id: int, opened: int, **fields: object) -> Alert:
+    values: dict[str, object] = {"state": "open", "priority": 1, "last_event_ms": opened, **fields}
+    return Alert(client_id=client_id, device_id="btn-1", kind="alarm", opened_ms=opened, **values)
+
+
+def test_unanswered_alarms_are_misses_and_client_cancels_are_apart(
+    api: TestClient, sessions: SessionFactory
+) -> None:
+    """Day two gets an alarm still open, one resolved without acknowledgement and one the client cancelled
+    on the device: the first two are misses in both shares, the cancel has its own count."""
+    jansen = _client_id(sessions, "Jansen")
+    nurse = _user_id(sessions, "nurse")
+    day2 = T0 + DAY
+    with sessions.begin() as s:
+        s.add(_alarm(jansen, day2 + 3_600_000))
+        s.add(
+            _alarm(
+                jansen,
+                day2 + 7_200_000,
+                state="resolved",
+                resolved_ms=day2 + 7_200_000 + 400 * S,
+                resolved_by=nurse,
+                outcome="other",
+            )
+        )
+        s.add(
+            _alarm(
+                jansen,
+                day2 + 10_800_000,
+                state="resolved",
+                resolved_ms=day2 + 10_800_000 + 12 * S,
+                outcome="cancelled_by_client",
+            )
+        )
+    sign_in(api, "sup")
+    body = api.get("/api/reports/answer-times", params=WINDOW).json()
+    [_, day] = body["days"]
+    assert (day["answered"], day["unanswered"], day["cancelled_by_client"]) == (1, 2, 1)
+    assert (day["within_60"], day["within_180"]) == (pytest.approx(1 / 3), pytest.approx(1 / 3))
+    assert body["definitions"]["within_60"].startswith("Alarms acknowledged within 60 s")
+    rows = read_csv(api.get("/api/reports/answer-times", params={**WINDOW, "format": "csv"}).text)
+    assert [(r["day"], r["unanswered"], r["cancelled_by_client"], r["within_180_pct"]) for r in rows][-2] == (
+        "2027-01-16",
+        "2",
+        "1",
+        "33.3",
+    )
+
+
+def _dose_event(
+    device_id: str, msg_id: str, at: int, event: str, dose_id: str, due: int | None = None
+) -> DeviceEvent:
+    body: dict[str, object] = {"msg_id": msg_id, "ts": at, "event": event, "dose_id": dose_id}
+    if due is not None:
+        body["due_ts"] = due
+    return DeviceEvent(
+        device_id=device_id,
+        msg_id=msg_id,
+        kind="dose",
+        device_ts_ms=at,
+        received_ms=at,
+        payload=json.dumps(body),
+        handled_ms=at,
+    )
+
+
+def test_adherence_uses_the_dispensers_reports_and_leaves_out_cancelled_doses(
+    api: TestClient, sessions: SessionFactory
+) -> None:
+    """A client with no schedule but a dispenser that reported a miss, a late dose and a taken dose gets a
+    row; a missed-dose alert whose report is gone counts; a report about a scheduled dose and a dose
+    removed from the schedule change nothing for the other client."""
+    jansen = _client_id(sessions, "Jansen")
+    evil = _client_id(sessions, "=HYPERLINK")
+    hour = 3_600_000
+    with sessions.begin() as s:
+        add_device(s, device_id="disp-2", client_id=jansen, kind="dispenser", now_ms=T0 - DAY)
+        s.add_all(
+            [
+                _dose_event("disp-2", "m1", T0 + 9 * hour, "missed", "morning"),
+                _dose_event("disp-2", "t1", T0 + 10 * hour, "taken", "morning"),
+                _dose_event("disp-2", "m2", T0 + 13 * hour, "missed", "noon", due=T0 + 12 * hour),
+                _dose_event("disp-2", "t2", T0 + 18 * hour, "taken", "evening", due=T0 + 18 * hour),
+                # The scheduled "morning" dose of the other client, as its dispenser saw it: no extra dose.
+                _dose_event("disp-1", "x1", T0 + 5 * hour, "missed", "morning", due=T0 + 3 * hour),
+            ]
+        )
+        s.add(
+            Alert(
+                client_id=jansen,
+                device_id="disp-2",
+                kind="missed_dose",
+                priority=3,
+                state="open",
+                opened_ms=T0 + DAY + 21 * hour,
+                last_event_ms=T0 + DAY + 21 * hour,
+                subject="device-dose:night",
+            )
+        )
+        s.add(DoseInstance(client_id=evil, dose_id="noon", due_ms=T0 + 12 * hour, state="cancelled"))
+    sign_in(api, "sup")
+    rows = {r["client_name"]: r for r in api.get("/api/reports/adherence", params=WINDOW).json()["clients"]}
+    mien = rows['Jansen, "Mien"']
+    assert (mien["due"], mien["taken"], mien["taken_late"], mien["missed"], mien["unscheduled"]) == (
+        4,
+        1,
+        1,
+        2,
+        4,
+    )
+    assert mien["adherence"] == 0.5
+    other = rows["=HYPERLINK(1)"]
+    assert (other["due"], other["missed"], other["unscheduled"], other["adherence"]) == (4, 1, 0, 0.75)
+    [csv_row] = [
+        r
+        for r in read_csv(api.get("/api/reports/adherence", params={**WINDOW, "format": "csv"}).text)
+        if r["client_name"].startswith("Jansen")
+    ]
+    assert (csv_row["unscheduled"], csv_row["adherence_pct"]) == ("4", "50.0")
+
+
+def test_uptime_leaves_out_the_time_the_service_was_down(api: TestClient, sessions: SessionFactory) -> None:
+    """Two gateway runs with two hours between them: those hours are the service's, in their own column,
+    and not the device's offline or unreported time."""
+    hour = 3_600_000
+    with sessions.begin() as s:
+        s.add(
+            ServiceRun(component="gateway", instance="gw1", started_ms=T0 - DAY, last_beat_ms=T0 + 6 * hour)
+        )
+        s.add(
+            ServiceRun(
+                component="gateway", instance="gw1", started_ms=T0 + 8 * hour, last_beat_ms=NOW - 5 * S
+            )
+        )
+        # Another component's gap is not the gateway's.
+        s.add(ServiceRun(component="monitor", instance="m1", started_ms=T0 + 20 * hour, last_beat_ms=NOW))
+    sign_in(api, "sup")
+    devices = {d["device_id"]: d for d in api.get("/api/reports/uptime", params=WINDOW).json()["devices"]}
+    button = devices["btn-1"]
+    assert (button["service_down_ms"], button["offline_ms"]) == (2 * hour, DAY // 2)
+    assert button["online_ms"] == DAY + DAY // 2 - 2 * hour
+    assert devices["disp-1"]["unknown_ms"] == 2 * DAY - 2 * hour
+    rows = read_csv(api.get("/api/reports/uptime", params={**WINDOW, "format": "csv"}).text)
+    assert [(r["device_id"], r["service_down_ms"]) for r in rows] == [
+        ("btn-1", str(2 * hour)),
+        ("disp-1", str(2 * hour)),
+    ]

@@ -20,7 +20,7 @@ from central.app import CentralContext, create_app
 from central.auth import hash_password
 from central.feed import Broadcaster
 from storage.db import SessionFactory, make_engine, make_session_factory, upgrade
-from storage.models import Alert, DeviceEvent, DoseInstance
+from storage.models import Alert, DeviceEvent, DoseInstance, ServiceRun
 from storage.registry import add_client, add_device, add_user
 
 pytestmark = pytest.mark.browser
@@ -34,7 +34,9 @@ DAY = 24 * HOUR
 
 
 def seed(sessions: SessionFactory, now_ms: int) -> None:
-    """Six days of alarms (one day under target), three clients' doses, three devices' status reports."""
+    """Six days of alarms (one day under target, with an unanswered alarm; a client's cancel on another),
+    three clients' doses (one reported only by the dispenser), three devices' status reports, and the
+    gateway's runs with two hours of downtime between them."""
     # Day starts at 03:00 UTC: the eight alarms of a day (04:00-11:00 UTC) stay on one calendar day in any
     # time zone from UTC-3 to UTC+12, whatever the hour the test runs at.
     start = now_ms - now_ms % DAY - 6 * DAY + 3 * HOUR
@@ -94,6 +96,53 @@ def seed(sessions: SessionFactory, now_ms: int) -> None:
                             client_id=cid, dose_id=f"d{j}", due_ms=start + day * DAY + j * 4 * HOUR, state=st
                         )
                     )
+        # 03:30 UTC stays on its calendar day from UTC-3 to UTC+12, like the alarms above.
+        s.add(
+            Alert(
+                client_id=clients[0],
+                kind="alarm",
+                priority=1,
+                state="open",
+                opened_ms=start + 2 * DAY + HOUR // 2,
+                last_event_ms=start + 2 * DAY + HOUR // 2,
+            )
+        )
+        s.add(
+            Alert(
+                client_id=clients[1],
+                kind="alarm",
+                priority=1,
+                state="resolved",
+                opened_ms=start + 4 * DAY + HOUR // 2,
+                last_event_ms=start + 4 * DAY + HOUR // 2,
+                resolved_ms=start + 4 * DAY + HOUR // 2 + 10_000,
+                outcome="cancelled_by_client",
+            )
+        )
+        s.add(
+            Alert(
+                client_id=clients[0],
+                kind="missed_dose",
+                priority=3,
+                state="open",
+                opened_ms=start + 3 * DAY + 9 * HOUR,
+                last_event_ms=start + 3 * DAY + 9 * HOUR,
+                subject="device-dose:extra",
+            )
+        )
+        s.add(
+            ServiceRun(
+                component="gateway", instance="gw1", started_ms=start - 2 * DAY, last_beat_ms=start + 3 * DAY
+            )
+        )
+        s.add(
+            ServiceRun(
+                component="gateway",
+                instance="gw1",
+                started_ms=start + 3 * DAY + 2 * HOUR,
+                last_beat_ms=now_ms,
+            )
+        )
         for i, offline_hours in enumerate((0, 10, 40)):
             events = [(start - DAY, True)]
             if offline_hours:
@@ -197,3 +246,43 @@ def test_language_choice_is_remembered_and_used_by_the_management_page(page: obj
     p.wait_for_selector("#roster-table td:has-text('Anna de Wit')", timeout=5_000)  # type: ignore[attr-defined]
     assert "verpleegkundige zorgcentrale" in p.inner_text("#roster-table")  # type: ignore[attr-defined]
     p.screenshot(path=str(ARTIFACTS / "manage-nl.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_reports_page_shows_misses_cancels_unscheduled_doses_and_service_downtime(page: object) -> None:
+    """The new columns carry the figures the old page hid: an unanswered alarm, a client's cancel, a dose
+    only the dispenser reported, and the service's own downtime."""
+    p = page
+    answer = p.inner_text("#table-answer")  # type: ignore[attr-defined]
+    assert "Cancelled by client" in answer
+    totals = p.locator("#table-answer tbody tr.total")  # type: ignore[attr-defined]
+    rows = [totals.nth(i).inner_text().split("\t") for i in range(totals.count())]
+    assert sorted((r[3], r[4]) for r in rows) == [("0", "0")] * 4 + [("0", "1"), ("1", "0")]
+    adherence = p.locator("#table-adherence tbody tr", has_text="Mevr. Jansen").inner_text()  # type: ignore[attr-defined]
+    assert "Not in schedule" in p.inner_text("#table-adherence thead")  # type: ignore[attr-defined]
+    assert adherence.split("\t")[6] == "1"
+    assert "Service down" in p.inner_text("#table-uptime thead")  # type: ignore[attr-defined]
+    uptime_rows = p.locator("#table-uptime tbody tr")  # type: ignore[attr-defined]
+    assert [uptime_rows.nth(i).inner_text().split("\t")[7] for i in range(3)] == ["2.0 h"] * 3
+
+
+def test_each_figure_has_its_definition_next_to_it_in_english_and_dutch(page: object) -> None:
+    """Every column of every report is defined under its table; in Dutch the definitions are Dutch."""
+    p = page
+    for report in ("answer", "adherence", "uptime"):
+        terms = p.locator(f"#{report} dl.definitions dt").all_inner_texts()  # type: ignore[attr-defined]
+        headers = p.locator(f"#table-{report} thead th").all_inner_texts()  # type: ignore[attr-defined]
+        figures = [h for h in headers if h not in ("Day", "Client", "Device", "Kind")]
+        assert terms == figures, report
+        assert all(d.strip() for d in p.locator(f"#{report} dl.definitions dd").all_inner_texts())  # type: ignore[attr-defined]
+    english = p.inner_text("#answer dl.definitions")  # type: ignore[attr-defined]
+    assert "counts as a miss" in english and "cancelled by the client" in english
+    assert "service itself was down" in p.inner_text("#uptime dl.definitions")  # type: ignore[attr-defined]
+
+    p.select_option("select.lang-switch", "nl")  # type: ignore[attr-defined]
+    for report in ("answer", "adherence", "uptime"):
+        dutch = p.locator(f"#{report} dl.definitions dd").all_inner_texts()  # type: ignore[attr-defined]
+        untranslated = [d for d in dutch if d in english or " the " in d]
+        assert not untranslated, untranslated
+    assert "telt als gemist" in p.inner_text("#answer dl.definitions")  # type: ignore[attr-defined]
+    assert "Dienst uit de lucht" in p.inner_text("#table-uptime thead")  # type: ignore[attr-defined]
+    p.screenshot(path=str(ARTIFACTS / "reports-definitions-nl.png"), full_page=True)  # type: ignore[attr-defined]

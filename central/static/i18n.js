@@ -176,6 +176,46 @@
     "Display name": "Weergavenaam",
     "Password (at least 10 characters)": "Wachtwoord (minstens 10 tekens)",
     "Saved.": "Opgeslagen.",
+    // -- reports: what each figure means (the English is the text the API sends) --
+    "Cancelled by client": "Door cliënt geannuleerd",
+    "Not in schedule": "Niet in schema",
+    "Service down": "Dienst uit de lucht",
+    "A nurse's row counts the alarms that nurse acknowledged. Unanswered alarms belong to no nurse: they are on the day's row only.":
+      "De regel van een verpleegkundige telt de alarmen die zij of hij aannam. Niet aangenomen alarmen horen bij geen verpleegkundige: die staan alleen op de regel van de dag.",
+    "Alarms a nurse acknowledged.": "Alarmen die een verpleegkundige heeft aangenomen.",
+    "Alarms nobody acknowledged: still waiting, or closed without being acknowledged.":
+      "Alarmen die niemand heeft aangenomen: ze wachten nog, of zijn afgesloten zonder dat iemand ze aannam.",
+    "Alarms the client cancelled on the device within the pre-alarm window, before anyone answered. They are no call to answer and are left out of every other figure.":
+      "Alarmen die de cliënt binnen de vooralarmtijd op het apparaat annuleerde, voordat iemand aannam. Het zijn geen oproepen om aan te nemen; ze tellen in geen ander cijfer mee.",
+    "Alarms acknowledged within 60 s of arriving, out of all alarms except those cancelled by the client. An alarm not acknowledged within 60 s counts as a miss, also when it was never acknowledged or was closed without it; one waiting for less than 60 s is not counted yet.":
+      "Alarmen die binnen 60 s na binnenkomst zijn aangenomen, als deel van alle alarmen behalve de door de cliënt geannuleerde. Een alarm dat niet binnen 60 s is aangenomen telt als gemist, ook als het nooit is aangenomen of zonder aanname is afgesloten; een alarm dat nog geen 60 s wacht telt nog niet mee.",
+    "The same for 180 s: acknowledged within 180 s, out of all alarms except those cancelled by the client.":
+      "Hetzelfde voor 180 s: binnen 180 s aangenomen, als deel van alle alarmen behalve de door de cliënt geannuleerde.",
+    "Half of the answered alarms were acknowledged within this time.": "De helft van de aangenomen alarmen werd binnen deze tijd aangenomen.",
+    "90 % of the answered alarms were acknowledged within this time.": "90 % van de aangenomen alarmen werd binnen deze tijd aangenomen.",
+    "Doses due in the period: the scheduled ones and the ones only the dispenser reported. A dose removed from the schedule before it was due is not counted.":
+      "Doses die in de periode gepland waren: die uit het medicatieschema en die alleen de dispenser meldde. Een dosis die vóór het innametijdstip uit het schema is gehaald telt niet mee.",
+    "Taken within the grace period after the due time.": "Ingenomen binnen de marge na het innametijdstip.",
+    "Taken after the grace period, having been counted as missed first.": "Ingenomen na afloop van de marge, nadat de dosis eerst als gemist telde.",
+    "Not taken by the end of the grace period, or reported missed by the dispenser, and not taken since.":
+      "Niet ingenomen bij het einde van de marge, of door de dispenser als gemist gemeld, en sindsdien niet ingenomen.",
+    "Due, but the grace period has not ended yet: not judged.": "Gepland, maar de marge is nog niet voorbij: nog niet beoordeeld.",
+    "Of the due doses, those the schedule does not have: known only from the dispenser's reports or its missed-dose alerts.":
+      "Van de geplande doses, die niet in het schema staan: alleen bekend uit wat de dispenser meldde of uit de meldingen van gemiste doses die daarop volgden.",
+    "(Taken + taken late) ÷ (taken + taken late + missed). Pending doses are left out.":
+      "(Ingenomen + te laat ingenomen) ÷ (ingenomen + te laat ingenomen + gemist). Doses die nog open staan tellen niet mee.",
+    "Taken ÷ (taken + taken late + missed).": "Ingenomen ÷ (ingenomen + te laat ingenomen + gemist).",
+    "Time online ÷ (time online + time offline). Time without a report and time the service itself was down are left out.":
+      "Tijd online ÷ (tijd online + tijd offline). Tijd zonder melding en tijd dat de dienst zelf uit de lucht was tellen niet mee.",
+    "Time the device was connected, from its status reports and its current state.":
+      "Tijd dat het apparaat verbonden was, volgens zijn statusmeldingen en zijn huidige toestand.",
+    "Time the device was disconnected (its connection dropped or it signed off).":
+      "Tijd dat het apparaat niet verbonden was (verbinding verbroken of afgemeld).",
+    "Time from when the device was added until its first status report.":
+      "Tijd vanaf het aanmelden van het apparaat tot zijn eerste statusmelding.",
+    "Time the service itself was down (no gateway running, or none heard from for more than two heartbeat intervals). The device's state is not known then: it counts neither for nor against the device.":
+      "Tijd dat de dienst zelf uit de lucht was (geen gateway actief, of langer dan twee hartslagintervallen niets van gehoord). De toestand van het apparaat is dan onbekend: die tijd telt niet voor en niet tegen het apparaat.",
+    "How often the device went online or offline in the period.": "Hoe vaak het apparaat in de periode online of offline ging.",
   };
 
   // English keys are their own text, except the codes the API sends (roles, device kinds, relations).

@@ -1,5 +1,6 @@
 /* carealarm reports page: three reports, each an SVG chart built here, a table and a CSV download.
  * Plain DOM and SVG: nothing is fetched but our own API. Text from the API only ever goes into textContent.
+ * Under each table, every figure's definition as the API gives it (translated: the English is the key).
  */
 (function () {
   "use strict";
@@ -72,11 +73,19 @@
     box.replaceChildren(items.length ? barChart(items, opts) : el("p", { class: "empty" }, t("No data in this period.")));
   }
 
-  function table(id, headers, rows) {
-    const head = el("tr", {}, ...headers.map(([text, num]) => el("th", num ? { class: "num" } : {}, t(text))));
+  /* headers: [label, numeric?, field whose definition the API sends]; the definitions go into dl#defs-<id>. */
+  function table(id, headers, rows, definitions) {
+    const defined = headers.filter(([, , field]) => field && definitions[field]);
+    const head = el("tr", {}, ...headers.map(([text, num, field]) => {
+      const attrs = num ? { class: "num" } : {};
+      if (field && definitions[field]) attrs.title = t(definitions[field]);
+      return el("th", attrs, t(text));
+    }));
     const body = rows.map((r) => el("tr", r.cls ? { class: r.cls } : {}, ...r.cells.map((c, i) =>
       el("td", headers[i][1] ? { class: "num" + (c.bad ? " below" : "") } : {}, c.text === undefined ? c : c.text))));
-    $(id).replaceChildren(el("thead", {}, head), el("tbody", {}, ...body));
+    $("table-" + id).replaceChildren(el("thead", {}, head), el("tbody", {}, ...body));
+    $("defs-" + id).replaceChildren(...defined.flatMap(([text, , field]) =>
+      [el("dt", {}, t(text)), el("dd", {}, t(definitions[field]))]));
   }
 
   function drawAnswer(body) {
@@ -91,11 +100,13 @@
       rows.push({ cls: "total", cells: answerCells(day, day.day, t("all nurses"), body.targets) });
       for (const n of body.nurses.filter((r) => r.day === day.day)) rows.push({ cls: "sub", cells: answerCells(n, "", n.nurse, body.targets) });
     }
-    table("table-answer", [["Day"], ["Nurse"], ["Answered", 1], ["Unanswered", 1], ["Within 60 s", 1], ["Within 180 s", 1], ["Median", 1], ["p90", 1]], rows);
+    table("answer", [["Day"], ["Nurse", 0, "nurse"], ["Answered", 1, "answered"], ["Unanswered", 1, "unanswered"],
+      ["Cancelled by client", 1, "cancelled_by_client"], ["Within 60 s", 1, "within_60"], ["Within 180 s", 1, "within_180"],
+      ["Median", 1, "median_s"], ["p90", 1, "p90_s"]], rows, body.definitions);
   }
 
   function answerCells(r, day, nurse, targets) {
-    return [day, nurse, r.answered, r.unanswered,
+    return [day, nurse, r.answered, r.unanswered, r.cancelled_by_client,
       { text: pct(r.within_60), bad: r.within_60 !== null && r.within_60 < targets.within_60 },
       { text: pct(r.within_180), bad: r.within_180 !== null && r.within_180 < targets.within_180 },
       secs(r.median_s), secs(r.p90_s)];
@@ -105,8 +116,10 @@
     chartInto("chart-adherence", body.clients.map((c) => ({ label: c.client_name, value: c.adherence })), {
       label: t("Adherence per client"), classify: (v) => (v >= 0.95 ? "bar-ok" : v >= 0.8 ? "bar-mid" : "bar-bad"),
     });
-    table("table-adherence", [["Client"], ["Due", 1], ["Taken", 1], ["Taken late", 1], ["Missed", 1], ["Pending", 1], ["Adherence", 1], ["On time", 1]],
-      body.clients.map((c) => ({ cells: [c.client_name, c.due, c.taken, c.taken_late, c.missed, c.pending, pct(c.adherence), pct(c.on_time)] })));
+    table("adherence", [["Client"], ["Due", 1, "due"], ["Taken", 1, "taken"], ["Taken late", 1, "taken_late"], ["Missed", 1, "missed"],
+      ["Pending", 1, "pending"], ["Not in schedule", 1, "unscheduled"], ["Adherence", 1, "adherence"], ["On time", 1, "on_time"]],
+    body.clients.map((c) => ({ cells: [c.client_name, c.due, c.taken, c.taken_late, c.missed, c.pending, c.unscheduled,
+      pct(c.adherence), pct(c.on_time)] })), body.definitions);
   }
 
   function drawUptime(body) {
@@ -115,8 +128,10 @@
       title: `${name(d)} — ${d.client_name}: ${pct(d.share_online)}` })), {
       label: t("Share of time online per device"), classify: (v) => (v >= 0.99 ? "bar-ok" : v >= 0.95 ? "bar-mid" : "bar-bad"),
     });
-    table("table-uptime", [["Device"], ["Client"], ["Kind"], ["Online", 1], ["Time online", 1], ["Time offline", 1], ["No report", 1], ["Changes", 1]],
-      body.devices.map((d) => ({ cells: [name(d), d.client_name, t(d.kind), pct(d.share_online), hours(d.online_ms), hours(d.offline_ms), hours(d.unknown_ms), d.changes] })));
+    table("uptime", [["Device"], ["Client"], ["Kind"], ["Online", 1, "share_online"], ["Time online", 1, "online_ms"],
+      ["Time offline", 1, "offline_ms"], ["No report", 1, "unknown_ms"], ["Service down", 1, "service_down_ms"], ["Changes", 1, "changes"]],
+    body.devices.map((d) => ({ cells: [name(d), d.client_name, t(d.kind), pct(d.share_online), hours(d.online_ms),
+      hours(d.offline_ms), hours(d.unknown_ms), hours(d.service_down_ms), d.changes] })), body.definitions);
   }
 
   function redraw() {
