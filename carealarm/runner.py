@@ -164,6 +164,7 @@ async def run(settings: Settings, options: RunOptions) -> None:
             session_hours=settings.session_hours,
             secure_cookies=settings.env == "production",
             metrics_sources=metrics_sources,
+            timezone=settings.timezone,
         )
         app = create_app(ctx)
         app.state.calls_config = CallsConfig(

@@ -38,6 +38,7 @@ class CentralContext:
     limiter: FailureLimiter = field(default_factory=FailureLimiter)
     metrics_sources: list[Callable[[], str]] = field(default_factory=list)
     clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
+    timezone: str = "Europe/Amsterdam"  # the clients' local time (CAREALARM_TIMEZONE): medication times
 
 
 def create_app(ctx: CentralContext) -> FastAPI:

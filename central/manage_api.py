@@ -20,12 +20,15 @@ import logging
 import re
 from collections.abc import AsyncIterator, Callable
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from monitor.doses import replan_client
+from monitor.store import policy_for
 from protocol.v1 import Command, ProtocolError, encode_command
 from storage.models import Client, Device, DutyShift, MedicationDose, User
 from storage.registry import (
@@ -293,6 +296,15 @@ def put_schedule(client_id: PathId, body: ScheduleBody, request: Request, _user:
                     label=dose.label or "",
                 )
             )
+        session.flush()
+        # The new schedule is watched at once: added doses from their next due time, removed ones cancelled.
+        replan_client(
+            session,
+            client_id,
+            now_ms,
+            ZoneInfo(ctx.timezone),
+            policy_for(session, client_id).dose_grace_s * 1000,
+        )
         if dispenser is not None:
             wire = [d.model_dump(exclude_none=True) for d in body.doses]
             args = {"version": next_schedule_version(session, dispenser.id), "doses": wire}

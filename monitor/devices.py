@@ -16,8 +16,8 @@ from sqlalchemy.orm import Session
 from storage.models import Alert, Device
 
 from .policy import Policy
-from .rules import OpenAlert, offline_priority
-from .store import PolicyBook, open_alert, resolve_kind
+from .rules import OpenAlert, offline_priority, open_key
+from .store import PolicyBook, active_window, open_alert, resolve_key
 
 __all__ = ["DeviceVerdict", "judge_device", "sweep_devices"]
 
@@ -55,15 +55,22 @@ def judge_device(
 
 
 def sweep_devices(session: Session, now_ms: int, channels: frozenset[str]) -> bool:
-    """Mark silent devices offline and open or resolve device alerts; True when an alert changed."""
+    """Mark silent devices offline and open or resolve each device's own alerts; True when one changed."""
 
     changed = False
     book = PolicyBook(session)
-    open_kinds = {
-        (c, k)
-        for c, k in session.execute(select(Alert.client_id, Alert.kind).where(Alert.state != "resolved"))
+    open_keys = set(session.scalars(select(Alert.open_key).where(Alert.open_key.is_not(None))))
+    device_alerts: dict[tuple[str, str], int] = {
+        (str(device_id), kind): last_ms
+        for device_id, kind, last_ms in session.execute(
+            select(Alert.device_id, Alert.kind, Alert.last_event_ms).where(
+                Alert.kind.in_(("battery_low", "offline")),
+                Alert.open_key.is_not(None),
+                Alert.device_id.is_not(None),
+            )
+        )
     }
-    for device in session.scalars(_candidates(book, open_kinds, now_ms)):
+    for device in session.scalars(_candidates(book, {d for d, _ in device_alerts}, now_ms)):
         policy = book.of(device.client_id)
         verdict = judge_device(
             last_seen_ms=device.last_seen_ms,
@@ -74,6 +81,8 @@ def sweep_devices(session: Session, now_ms: int, channels: frozenset[str]) -> bo
             now_ms=now_ms,
             policy=policy,
         )
+        offline_key = open_key("offline", device.client_id, device.id, None)
+        battery_key = open_key("battery_low", device.client_id, device.id, None)
         if verdict.silent:
             device.online = False
             device.online_changed_ms = now_ms
@@ -82,46 +91,74 @@ def sweep_devices(session: Session, now_ms: int, channels: frozenset[str]) -> bo
             spec = OpenAlert(
                 "offline",
                 offline_priority(device.kind),
-                f"Device silent for {minutes} min (no heartbeat, no Last Will)",
+                f"{_name(device)} silent for {minutes} min (no heartbeat, no Last Will)",
             )
             changed |= (
                 open_alert(session, device.client_id, device.id, spec, now_ms, now_ms, policy, channels)
                 is not None
             )
-        elif verdict.never_connected and (device.client_id, "offline") not in open_kinds:
-            spec = OpenAlert("offline", offline_priority(device.kind), f"Device {device.id} never connected")
+        elif verdict.never_connected and offline_key not in open_keys:
+            spec = OpenAlert("offline", offline_priority(device.kind), f"{_name(device)} never connected")
             changed |= (
                 open_alert(session, device.client_id, device.id, spec, now_ms, now_ms, policy, channels)
                 is not None
             )
-        if verdict.battery_low and (device.client_id, "battery_low") not in open_kinds:
-            spec = OpenAlert(
-                "battery_low", 4, f"Battery low ({device.battery}%) on {device.label or device.id}"
+        elif device.online is False and offline_key not in open_keys:
+            changed |= _still_offline(session, device, policy, now_ms, channels)
+        elif (
+            offline_key in open_keys
+            and device.online is True
+            and (device.last_seen_ms or 0) > device_alerts.get((device.id, "offline"), now_ms)
+        ):
+            # Heard from again (by heartbeats alone, no status report) since the alert: the device is back.
+            changed |= resolve_key(
+                session, offline_key, "back_online", f"{_name(device)} is heard from again", now_ms
             )
+        if verdict.battery_low and battery_key not in open_keys:
+            spec = OpenAlert("battery_low", 4, f"Battery low ({device.battery}%) on {_name(device)}")
             changed |= (
                 open_alert(session, device.client_id, device.id, spec, now_ms, now_ms, policy, channels)
                 is not None
             )
-        elif verdict.battery_ok and (device.client_id, "battery_low") in open_kinds:
-            changed |= resolve_kind(
-                session,
-                device.client_id,
-                "battery_low",
-                "battery_ok",
-                f"Battery back at {device.battery}%",
-                now_ms,
+        elif verdict.battery_ok and battery_key in open_keys:
+            changed |= resolve_key(
+                session, battery_key, "battery_ok", f"Battery back at {device.battery}%", now_ms
             )
     return changed
 
 
-def _candidates(book: PolicyBook, open_kinds: set[tuple[int, str]], now_ms: int) -> Select[Any]:
+def _still_offline(
+    session: Session, device: Device, policy: Policy, now_ms: int, channels: frozenset[str]
+) -> bool:
+    """A device still offline with no open alert (a person closed it, or it was held back by a window that
+    ended) is raised again once it has been offline a whole detection time since then."""
+    detect_ms = policy.missed_heartbeats * (device.heartbeat_interval_s or policy.default_heartbeat_s) * 1000
+    last_closed = session.scalar(
+        select(func.max(Alert.resolved_ms)).where(Alert.device_id == device.id, Alert.kind == "offline")
+    )
+    since = max(device.online_changed_ms or device.created_ms, last_closed or 0)
+    if now_ms - since <= detect_ms or active_window(session, device.client_id, device.id, now_ms):
+        return False
+    minutes = (now_ms - (device.online_changed_ms or since)) // 60_000
+    spec = OpenAlert(
+        "offline", offline_priority(device.kind), f"{_name(device)} still offline after {minutes} min"
+    )
+    return (
+        open_alert(session, device.client_id, device.id, spec, now_ms, now_ms, policy, channels) is not None
+    )
+
+
+def _name(device: Device) -> str:
+    return f"{device.label} ({device.id})" if device.label else f"Device {device.id}"
+
+
+def _candidates(book: PolicyBook, device_alerts: set[str], now_ms: int) -> Select[Any]:
     """Only the devices that may need attention, chosen by the database: at 10,000 devices the sweep must
     not walk every row while it holds SQLite's write lock. Clients with a policy of their own are judged
     one by one (their thresholds may differ from the organisation's)."""
     org = book.of(None)
     c = Device.__table__.c
     interval_ms = func.coalesce(c.heartbeat_interval_s, org.default_heartbeat_s) * 1000
-    battery_alerts = [client for client, kind in open_kinds if kind == "battery_low"]
     return select(Device).where(
         or_(
             Device.client_id.in_(book.clients_with_overrides or {-1}),
@@ -131,7 +168,8 @@ def _candidates(book: PolicyBook, open_kinds: set[tuple[int, str]], now_ms: int)
                 c.last_seen_ms + org.missed_heartbeats * interval_ms < now_ms,
             ),
             and_(c.last_seen_ms.is_(None), c.created_ms < now_ms - org.never_connected_after_s * 1000),
+            c.online.is_(False),  # offline devices are few; each is checked for an alert of its own
             c.battery <= org.battery_low_pct,
-            Device.client_id.in_(battery_alerts or [-1]),
+            Device.id.in_(device_alerts or {"~none"}),
         )
     )

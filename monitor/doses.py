@@ -3,17 +3,24 @@
 A dose instance is created for every scheduled time in the coming day, with two timers: at the due time
 (remind the client if the dispenser did not say it did) and at due + grace (missed if not taken). A dose
 taken after its grace period stays counted as missed — taken late, never a double dose — and resolves the
-missed-dose alert with a note.
+missed-dose alert with a note. Each missed dose is an alert of its own (keyed by its instance): a late dose
+resolves its own alert, never another dose's.
+
+A schedule change (the console, the API, or the dispenser's own ``schedule`` report) re-plans the client's
+instances in the same transaction (``replan_client``): added doses are watched from their next due time,
+removed or moved ones are cancelled with their timers (no reminder, no miss).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
+from central.commands_models import CommandRecord
 from storage.models import (
     Alert,
     AlertNote,
@@ -26,9 +33,20 @@ from storage.models import (
 )
 
 from .policy import Policy
-from .rules import DoseReport, OpenAlert
+from .rules import AdoptSchedule, DoseReport, OpenAlert, open_key
 
-__all__ = ["apply_report", "check_missed", "due_times", "miss_priority", "plan_doses", "remind_if_needed"]
+_DEFAULT_TZ = ZoneInfo("Europe/Amsterdam")
+
+__all__ = [
+    "adopt_schedule",
+    "apply_report",
+    "check_missed",
+    "due_times",
+    "miss_priority",
+    "plan_doses",
+    "remind_if_needed",
+    "replan_client",
+]
 
 # How far ahead dose instances (and their timers) are created.
 PLAN_AHEAD_MS = 26 * 3600 * 1000
@@ -54,10 +72,15 @@ def miss_priority(recent_misses: int) -> int:
     return max(1, 3 - recent_misses)
 
 
-def plan_doses(session: Session, now_ms: int, tz: ZoneInfo, grace_of: dict[int, int]) -> int:
+def plan_doses(
+    session: Session, now_ms: int, tz: ZoneInfo, grace_of: dict[int, int], client_id: int | None = None
+) -> int:
     """Create the dose instances (and their timers) due in the coming day; return how many are new."""
     created = 0
-    for dose in session.scalars(select(MedicationDose)):
+    query = select(MedicationDose)
+    if client_id is not None:
+        query = query.where(MedicationDose.client_id == client_id)
+    for dose in session.scalars(query):
         grace_ms = grace_of.get(dose.client_id, 45 * 60) * 1000
         for due in due_times(dose.at, now_ms, now_ms + PLAN_AHEAD_MS, tz):
             exists = session.scalars(
@@ -69,39 +92,107 @@ def plan_doses(session: Session, now_ms: int, tz: ZoneInfo, grace_of: dict[int, 
             ).first()
             if exists is not None:
                 continue
-            instance = DoseInstance(
-                client_id=dose.client_id,
-                device_id=dose.device_id,
-                dose_id=dose.dose_id,
-                due_ms=due,
-                state="pending",
-                reminded=False,
-            )
-            session.add(instance)
-            session.flush()
-            subject = f"dose:{instance.id}"
-            session.add_all(
-                [
-                    EscalationStep(
-                        subject=subject,
-                        action="dose_remind",
-                        level=0,
-                        due_ms=due,
-                        state="pending",
-                        created_ms=now_ms,
-                    ),
-                    EscalationStep(
-                        subject=subject,
-                        action="dose_check",
-                        level=0,
-                        due_ms=due + grace_ms,
-                        state="pending",
-                        created_ms=now_ms,
-                    ),
-                ]
-            )
+            _add_instance(session, dose, due, grace_ms, now_ms)
             created += 1
     return created
+
+
+def _add_instance(session: Session, dose: MedicationDose, due: int, grace_ms: int, now_ms: int) -> None:
+    instance = DoseInstance(
+        client_id=dose.client_id,
+        device_id=dose.device_id,
+        dose_id=dose.dose_id,
+        due_ms=due,
+        state="pending",
+        reminded=False,
+    )
+    session.add(instance)
+    session.flush()
+    subject = f"dose:{instance.id}"
+    session.add_all(
+        [
+            EscalationStep(
+                subject=subject, action="dose_remind", level=0, due_ms=due, state="pending", created_ms=now_ms
+            ),
+            EscalationStep(
+                subject=subject,
+                action="dose_check",
+                level=0,
+                due_ms=due + grace_ms,
+                state="pending",
+                created_ms=now_ms,
+            ),
+        ]
+    )
+
+
+def replan_client(session: Session, client_id: int, now_ms: int, tz: ZoneInfo, grace_ms: int) -> int:
+    """Make the client's pending dose instances follow the schedule now; return how many were cancelled.
+
+    Called in the transaction that changed the schedule: a pending instance whose dose was removed, or
+    whose time changed, is cancelled with its timers; the doses of the schedule are planned from now on.
+    """
+    wanted = {
+        (d.dose_id, d.at)
+        for d in session.scalars(select(MedicationDose).where(MedicationDose.client_id == client_id))
+    }
+    cancelled = 0
+    for instance in session.scalars(
+        select(DoseInstance).where(DoseInstance.client_id == client_id, DoseInstance.state == "pending")
+    ):
+        local_at = dt.datetime.fromtimestamp(instance.due_ms / 1000, tz).strftime("%H:%M")
+        if (instance.dose_id, local_at) in wanted:
+            continue
+        instance.state = "cancelled"
+        session.execute(
+            update(EscalationStep)
+            .where(EscalationStep.subject == f"dose:{instance.id}", EscalationStep.state == "pending")
+            .values(state="cancelled", done_ms=now_ms)
+            .execution_options(synchronize_session=False)
+        )
+        cancelled += 1
+    plan_doses(session, now_ms, tz, {client_id: grace_ms // 1000}, client_id=client_id)
+    return cancelled
+
+
+def adopt_schedule(
+    session: Session, device: Device, report: AdoptSchedule, now_ms: int, tz: ZoneInfo, grace_ms: int
+) -> bool:
+    """Take the schedule a dispenser reports as the client's, unless a newer one is on its way to it.
+
+    The dispenser is what actually dispenses, so what it holds is what will be due — a change made on the
+    device itself included. A report older than the last ``set_schedule`` we sent is the device's state
+    before that command arrived: it is not adopted (the command's own report will follow).
+    """
+    sent = max(
+        (
+            int(json.loads(args).get("version", 0))
+            for args in session.scalars(
+                select(CommandRecord.args).where(
+                    CommandRecord.device_id == device.id, CommandRecord.command == "set_schedule"
+                )
+            )
+        ),
+        default=None,
+    )
+    if sent is not None and report.version < sent:
+        return False
+    current = {
+        (d.dose_id, d.at, d.label or "")
+        for d in session.scalars(select(MedicationDose).where(MedicationDose.client_id == device.client_id))
+    }
+    if current == set(report.doses):
+        return False
+    session.execute(delete(MedicationDose).where(MedicationDose.client_id == device.client_id))
+    for dose_id, at, label in report.doses:
+        session.add(
+            MedicationDose(
+                client_id=device.client_id, device_id=device.id, dose_id=dose_id, at=at, label=label
+            )
+        )
+    session.flush()
+    replan_client(session, device.client_id, now_ms, tz, grace_ms)
+    return True
 
 
 def remind_if_needed(session: Session, instance_id: int) -> tuple[str, str] | None:
@@ -114,7 +205,12 @@ def remind_if_needed(session: Session, instance_id: int) -> tuple[str, str] | No
 
 
 def check_missed(
-    session: Session, instance_id: int, now_ms: int, policy: Policy, channels: frozenset[str]
+    session: Session,
+    instance_id: int,
+    now_ms: int,
+    policy: Policy,
+    channels: frozenset[str],
+    tz: ZoneInfo = _DEFAULT_TZ,
 ) -> bool:
     """At due + grace: a dose still not taken is missed; open (or count on) the missed-dose alert."""
     from .store import open_alert
@@ -136,7 +232,7 @@ def check_missed(
         )
         or 0
     )
-    local = dt.datetime.fromtimestamp(instance.due_ms / 1000).strftime("%H:%M")
+    local = dt.datetime.fromtimestamp(instance.due_ms / 1000, tz).strftime("%H:%M")  # the client's clock
     spec = OpenAlert(
         "missed_dose",
         miss_priority(recent),
@@ -161,9 +257,10 @@ def apply_report(
     now_ms: int,
     policy: Policy,
     channels: frozenset[str],
+    tz: ZoneInfo = _DEFAULT_TZ,
 ) -> bool:
     """Apply a dispenser's dose report (due, taken, missed); return True when an alert changed."""
-    from .store import open_alert, resolve_kind
+    from .store import open_alert, resolve_key
 
     instance = _match(session, device.client_id, report, at_ms)
     if instance is None:
@@ -180,21 +277,19 @@ def apply_report(
                 is not None
             )
         if report.event == "taken":
-            return resolve_kind(
+            return resolve_key(
                 session,
-                device.client_id,
-                "missed_dose",
+                open_key("missed_dose", device.client_id, device.id, f"device-dose:{report.dose_id}"),
                 "dose_taken_late",
                 f"Dose {report.dose_id} taken",
                 now_ms,
-                subject=f"device-dose:{report.dose_id}",
             )
         return False
     if report.event == "due":
         instance.reminded = True
         return False
     if report.event == "missed":
-        return check_missed(session, instance.id, now_ms, policy, channels)
+        return check_missed(session, instance.id, now_ms, policy, channels, tz)
     # taken
     if instance.state == "pending":
         instance.state, instance.taken_ms = "taken", at_ms
@@ -202,14 +297,12 @@ def apply_report(
     if instance.state == "missed":
         instance.state, instance.taken_ms = "taken_late", at_ms
         late_min = (at_ms - instance.due_ms) // 60_000
-        return resolve_kind(
+        return resolve_key(
             session,
-            device.client_id,
-            "missed_dose",
+            open_key("missed_dose", device.client_id, None, f"dose:{instance.id}"),
             "dose_taken_late",
             f"Dose {instance.dose_id} taken {late_min} min after it was due",
             now_ms,
-            subject=f"dose:{instance.id}",
         )
     return False
 

@@ -3,6 +3,18 @@
 ``decide_event`` turns one stored device event into effects (open an alert, resolve alerts, cancel an
 alarm, update a dose); ``steps_for`` says when an open alert escalates, and ``LADDER`` whom each level
 pages. The monitor's database adapter applies them; nothing here reads a clock or a database.
+
+What an alert is about decides which repeats are counted on it (``open_key``, a dedup key):
+
+- a device-state alert (offline, battery, power, tamper, fault, dispenser, stock) belongs to its device:
+  one open per device and kind, resolved only by that device;
+- a missed dose belongs to its dose instance, a visit-overdue alert to its visit;
+- an alarm belongs to the client *while it is open*: presses before anyone answered are counted on it (and
+  ring the console again); once a nurse has acknowledged it the key is cleared, so the next press opens a
+  new alert linked to the running one — a new press is always news, gets its own answer time and its own
+  escalation timers.
+
+Nothing quiets an alarm: ``quiet_in_window`` says which alerts a maintenance window may hold back.
 """
 
 from __future__ import annotations
@@ -15,6 +27,7 @@ from .policy import Policy
 
 __all__ = [
     "LADDER",
+    "AdoptSchedule",
     "CancelAlarm",
     "DoseReport",
     "Effect",
@@ -23,6 +36,8 @@ __all__ = [
     "StepPlan",
     "decide_event",
     "offline_priority",
+    "open_key",
+    "quiet_in_window",
     "stock_alert",
     "steps_for",
 ]
@@ -38,7 +53,7 @@ class OpenAlert:
 
 @dataclass(frozen=True, slots=True)
 class ResolveAlerts:
-    """Resolve the client's open alerts of ``kind`` (the problem went away by itself)."""
+    """Resolve the device's open alert of ``kind`` (the problem went away by itself)."""
 
     kind: str
     outcome: str
@@ -61,7 +76,15 @@ class DoseReport:
     due_ts: int | None
 
 
-Effect = OpenAlert | ResolveAlerts | CancelAlarm | DoseReport
+@dataclass(frozen=True, slots=True)
+class AdoptSchedule:
+    """The dispenser reports the schedule it holds (after a set_schedule, or one changed on the device)."""
+
+    version: int
+    doses: tuple[tuple[str, str, str], ...]  # (dose_id, at "HH:MM", label)
+
+
+Effect = OpenAlert | ResolveAlerts | CancelAlarm | DoseReport | AdoptSchedule
 
 _ALARM_LABELS: Final = {
     "button": "Alarm button pressed",
@@ -96,15 +119,50 @@ def offline_priority(device_kind: str) -> int:
     return _OFFLINE_PRIORITY.get(device_kind, 3)
 
 
-def decide_event(kind: str, payload_json: str, device_kind: str) -> list[Effect]:
+# Kinds about one dose, visit ...: the subject is what repeats are counted on, whichever device reported.
+_SUBJECT_KINDS: Final = frozenset({"missed_dose", "visit_overdue"})
+
+
+def open_key(kind: str, client_id: int, device_id: str | None, subject: str | None) -> str:
+    """The dedup key of an alert: a repeat with the same key is counted on the open alert."""
+    if kind == "alarm":
+        return f"alarm:c{client_id}"
+    if kind in _SUBJECT_KINDS and subject:
+        return f"{kind}:c{client_id}:{subject}"
+    return f"{kind}:c{client_id}:d{device_id or '-'}"
+
+
+def quiet_in_window(spec: OpenAlert) -> bool:
+    """May a maintenance window hold this alert back? Never an alarm, never anything critical."""
+    return spec.kind != "alarm" and spec.priority > 1
+
+
+def decide_event(
+    kind: str, payload_json: str, device_kind: str, reused_msg_id: str | None = None
+) -> list[Effect]:
     """Return what one stored device event means; an event that means nothing returns []."""
     p = json.loads(payload_json)
     if kind == "alarm":
         if p.get("cancels"):
             return [CancelAlarm(p["cancels"])]
-        return [OpenAlert("alarm", 1, _ALARM_LABELS.get(p.get("alarm_kind", "button"), "Alarm"))]
+        label = _ALARM_LABELS.get(p.get("alarm_kind", "button"), "Alarm")
+        effects: list[Effect] = [OpenAlert("alarm", 1, label)]
+        if reused_msg_id is not None:
+            # The alarm is taken all the same; the device must be fixed before its next alarm is lost.
+            effects.append(
+                OpenAlert(
+                    "device_fault",
+                    3,
+                    f"The device sent a different alarm under a msg_id it had used before ({reused_msg_id}): "
+                    "its message counter may have reset; check its firmware",
+                )
+            )
+        return effects
     if kind == "dose":
         return [DoseReport(p["dose_id"], p["event"], p.get("due_ts"))]
+    if kind == "schedule":
+        doses = tuple((d["dose_id"], d["at"], d.get("label") or "") for d in p.get("doses", []))
+        return [AdoptSchedule(int(p.get("version", 0)), doses)]
     if kind == "status":
         if p["online"]:
             return [ResolveAlerts("offline", "back_online", "The device is back online")]

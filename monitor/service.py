@@ -103,7 +103,7 @@ class Monitor:
     def handle_events(self) -> int:
         with self._sessions.begin() as session:
             # Small batches: an alarm that arrives meanwhile waits for one batch at most (alarms come first).
-            out = handle_pending_events(session, self._clock_ms(), self._channels, limit=25)
+            out = handle_pending_events(session, self._clock_ms(), self._channels, limit=25, tz=self._tz)
         self.metrics.events += out.handled
         if out.alerts_changed:
             self._after_alert_change()
@@ -111,7 +111,7 @@ class Monitor:
 
     def run_steps(self) -> int:
         with self._sessions.begin() as session:
-            run = run_due_steps(session, self._clock_ms(), self._channels)
+            run = run_due_steps(session, self._clock_ms(), self._channels, tz=self._tz)
         self.metrics.steps += run.ran
         self.metrics.late_steps += run.late
         self.metrics.max_late_ms = max(self.metrics.max_late_ms, run.max_late_ms)

@@ -9,6 +9,7 @@ leaves it pending, and the next monitor to look runs it, late but once.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
@@ -22,6 +23,8 @@ from .rules import LADDER, OpenAlert
 from .store import open_alert, policy_for
 
 __all__ = ["StepRun", "due_soon", "run_due_steps"]
+
+_DEFAULT_TZ = ZoneInfo("Europe/Amsterdam")
 
 
 @dataclass
@@ -43,7 +46,13 @@ _URGENCY = case(
 )
 
 
-def run_due_steps(session: Session, now_ms: int, channels: frozenset[str], limit: int = 500) -> StepRun:
+def run_due_steps(
+    session: Session,
+    now_ms: int,
+    channels: frozenset[str],
+    limit: int = 500,
+    tz: ZoneInfo = _DEFAULT_TZ,
+) -> StepRun:
     """Claim and run the most urgent steps due at ``now_ms`` (up to ``limit``); the caller commits."""
     query = (
         select(EscalationStep)
@@ -62,7 +71,7 @@ def run_due_steps(session: Session, now_ms: int, channels: frozenset[str], limit
         list(session.scalars(select(DoseInstance).where(DoseInstance.id.in_(dose_ids)))) if dose_ids else []
     )
     for step in steps:
-        _run(session, step, now_ms, channels, out)
+        _run(session, step, now_ms, channels, out, tz)
         late = now_ms - step.due_ms
         step.state, step.done_ms, step.late_ms = "done", now_ms, late
         out.ran += 1
@@ -84,7 +93,9 @@ def due_soon(session: Session, until_ms: int) -> list[tuple[int, int]]:
     ]
 
 
-def _run(session: Session, step: EscalationStep, now_ms: int, channels: frozenset[str], out: StepRun) -> None:
+def _run(
+    session: Session, step: EscalationStep, now_ms: int, channels: frozenset[str], out: StepRun, tz: ZoneInfo
+) -> None:
     if step.action == "escalate":
         alert = session.get(Alert, step.alert_id) if step.alert_id is not None else None
         # An acknowledged or resolved alert has had its steps cancelled; this guards a race with that.
@@ -110,7 +121,7 @@ def _run(session: Session, step: EscalationStep, now_ms: int, channels: frozense
         instance = session.get(DoseInstance, _subject_id(step))
         if instance is not None:
             out.alerts_changed |= check_missed(
-                session, instance.id, now_ms, policy_for(session, instance.client_id), channels
+                session, instance.id, now_ms, policy_for(session, instance.client_id), channels, tz
             )
     elif step.action == "visit_check":
         visit = session.get(Visit, _subject_id(step))

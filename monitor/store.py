@@ -1,4 +1,4 @@
-"""The monitor's database adapter for alerts: open (once per client and kind), resolve, act on them.
+"""The monitor's database adapter for alerts: open (once per dedup key), resolve, act on them.
 
 Every change of an alert writes one ``alert_changes`` row in the same transaction, which is the feed the
 consoles follow. Opening an alert schedules its escalation steps in that transaction too; acknowledging or
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import case, or_, select, update
 from sqlalchemy.orm import Session
@@ -35,11 +36,14 @@ from .policy import Policy, merge_policy
 from .roster import page
 from .rules import (
     LADDER,
+    AdoptSchedule,
     CancelAlarm,
     DoseReport,
     OpenAlert,
     ResolveAlerts,
     decide_event,
+    open_key,
+    quiet_in_window,
     steps_for,
     stock_alert,
 )
@@ -49,14 +53,17 @@ __all__ = [
     "AlertNotFound",
     "Outcome",
     "PolicyBook",
+    "active_window",
     "add_note",
     "apply_action",
     "assign",
     "handle_pending_events",
     "open_alert",
     "policy_for",
-    "resolve_kind",
+    "resolve_key",
 ]
+
+_DEFAULT_TZ = ZoneInfo("Europe/Amsterdam")
 
 
 class AlertNotFound(LookupError):
@@ -103,13 +110,17 @@ class PolicyBook:
 
 
 def handle_pending_events(
-    session: Session, now_ms: int, channels: frozenset[str] = frozenset(), limit: int = 100
+    session: Session,
+    now_ms: int,
+    channels: frozenset[str] = frozenset(),
+    limit: int = 100,
+    tz: ZoneInfo = _DEFAULT_TZ,
 ) -> Outcome:
     """Turn stored, not yet handled device events into alerts and dose updates.
 
     On PostgreSQL several monitors may run: ``FOR UPDATE SKIP LOCKED`` gives each event to one of them.
     """
-    from .doses import apply_report  # doses uses open_alert from here
+    from .doses import adopt_schedule, apply_report  # doses uses open_alert from here
 
     query = (
         select(DeviceEvent, Device)
@@ -125,38 +136,39 @@ def handle_pending_events(
     out = Outcome()
     book = PolicyBook(session)
     rows = session.execute(query).all()
-    open_kinds = _open_kinds(session, {device.client_id for _, device in rows}) if rows else set()
+    open_keys = _open_keys(session, {device.client_id for _, device in rows}) if rows else set()
     for event, device in rows:
         policy = book.of(device.client_id)
         # The alert's clock starts when the event reached the service, not when the monitor saw it.
         at = event.received_ms
-        for effect in decide_event(event.kind, event.payload, device.kind):
+        for effect in decide_event(event.kind, event.payload, device.kind, event.reused_msg_id):
             if isinstance(effect, OpenAlert):
-                open_kinds.add((device.client_id, effect.kind))  # a later event of this batch may resolve it
-                out.alerts_changed |= (
-                    open_alert(
-                        session,
-                        device.client_id,
-                        device.id,
-                        effect,
-                        at,
-                        now_ms,
-                        policy,
-                        channels,
-                        source_event_id=event.id,
-                    )
-                    is not None
+                alert = open_alert(
+                    session,
+                    device.client_id,
+                    device.id,
+                    effect,
+                    at,
+                    now_ms,
+                    policy,
+                    channels,
+                    source_event_id=event.id,
                 )
+                if alert is not None and alert.open_key is not None:
+                    open_keys.add(alert.open_key)  # a later event of this batch may resolve it
+                out.alerts_changed |= alert is not None
             elif isinstance(effect, ResolveAlerts):
                 # Most "back online" reports resolve nothing: ask the database only when there is an alert.
-                if (device.client_id, effect.kind) in open_kinds:
-                    out.alerts_changed |= resolve_kind(
-                        session, device.client_id, effect.kind, effect.outcome, effect.note, now_ms
-                    )
+                key = open_key(effect.kind, device.client_id, device.id, None)
+                if key in open_keys:
+                    out.alerts_changed |= resolve_key(session, key, effect.outcome, effect.note, now_ms)
+                    open_keys.discard(key)
             elif isinstance(effect, CancelAlarm):
                 out.alerts_changed |= _cancel_alarm(session, device, effect.alarm_msg_id, at, now_ms, policy)
             elif isinstance(effect, DoseReport):
-                out.alerts_changed |= apply_report(session, device, effect, at, now_ms, policy, channels)
+                out.alerts_changed |= apply_report(session, device, effect, at, now_ms, policy, channels, tz)
+            elif isinstance(effect, AdoptSchedule):
+                adopt_schedule(session, device, effect, now_ms, tz, policy.dose_grace_s * 1000)
         if event.kind == "dispenser":
             out.alerts_changed |= _stock(session, device, event.payload, at, now_ms, policy, channels)
         elif event.kind == "cmdack":
@@ -170,16 +182,13 @@ def handle_pending_events(
     return out
 
 
-def _open_kinds(session: Session, client_ids: set[int]) -> set[tuple[int, str]]:
-    """(client, kind) of every alert not resolved, for these clients: one query for a whole batch."""
-    return {
-        (c, k)
-        for c, k in session.execute(
-            select(Alert.client_id, Alert.kind).where(
-                Alert.client_id.in_(client_ids), Alert.state != AlertState.RESOLVED
-            )
+def _open_keys(session: Session, client_ids: set[int]) -> set[str]:
+    """The dedup keys of these clients' alerts that still count repeats: one query for a whole batch."""
+    return set(
+        session.scalars(
+            select(Alert.open_key).where(Alert.client_id.in_(client_ids), Alert.open_key.is_not(None))
         )
-    }
+    )
 
 
 def open_alert(
@@ -193,32 +202,52 @@ def open_alert(
     channels: frozenset[str],
     source_event_id: int | None = None,
 ) -> Alert | None:
-    """Open an alert, or count a repeat on the open one of that client and kind; None when suppressed."""
-    window = _active_window(session, client_id, device_id, now_ms)
-    if window is not None:
-        session.add(
-            Suppression(
-                window_id=window.id,
-                client_id=client_id,
-                device_id=device_id,
-                kind=spec.kind,
-                detail=spec.detail,
-                at_ms=now_ms,
+    """Open an alert, or count a repeat on the open one with the same key; None when a window quieted it.
+
+    A maintenance window quiets device-state and dose alerts (recorded as a suppression, shown on the
+    timeline), never an alarm. An alarm pressed while an earlier one of the client is in progress opens a
+    new alert linked to that one (``incident_alert_id``), with escalation timers from the new press.
+    """
+    window = active_window(session, client_id, device_id, now_ms)
+    if window is not None and quiet_in_window(spec):
+        # Recorded once per window, device and kind: a sweep finding the same thing every 10 s adds nothing.
+        seen = session.scalar(
+            select(Suppression.id).where(
+                Suppression.window_id == window.id,
+                Suppression.device_id.is_(None) if device_id is None else Suppression.device_id == device_id,
+                Suppression.kind == spec.kind,
+                Suppression.detail == spec.detail,
             )
         )
+        if seen is None:
+            session.add(
+                Suppression(
+                    window_id=window.id,
+                    client_id=client_id,
+                    device_id=device_id,
+                    kind=spec.kind,
+                    detail=spec.detail,
+                    at_ms=now_ms,
+                )
+            )
         return None
-    existing = session.scalars(
-        select(Alert).where(
-            Alert.client_id == client_id, Alert.kind == spec.kind, Alert.state != AlertState.RESOLVED
-        )
-    ).first()
+    key = open_key(spec.kind, client_id, device_id, spec.subject)
+    existing = session.scalars(select(Alert).where(Alert.open_key == key)).first()
     if existing is not None:
         existing.count += 1
         existing.version += 1
-        existing.last_event_ms = now_ms
+        existing.last_event_ms = at_ms
         existing.priority = min(existing.priority, spec.priority)
+        if spec.kind == "alarm":
+            existing.detail = spec.detail  # the console shows the latest alarm kind (a fall after a press)
         session.flush()
         session.add(AlertChange(alert_id=existing.id, at_ms=now_ms, change="repeated"))
+        if spec.kind == "alarm":
+            session.add(
+                AlertNote(
+                    alert_id=existing.id, user_id=None, at_ms=now_ms, text=f"Pressed again: {spec.detail}"
+                )
+            )
         return existing
     alert = Alert(
         client_id=client_id,
@@ -231,13 +260,24 @@ def open_alert(
         version=1,
         level=0,
         opened_ms=at_ms,
-        last_event_ms=now_ms,
+        last_event_ms=at_ms,
         source_event_id=source_event_id,
         subject=spec.subject,
+        open_key=key,
+        incident_alert_id=_running_alarm(session, client_id) if spec.kind == "alarm" else None,
     )
     session.add(alert)
     session.flush()
     session.add(AlertChange(alert_id=alert.id, at_ms=now_ms, change="opened"))
+    if window is not None:
+        session.add(
+            AlertNote(
+                alert_id=alert.id,
+                user_id=None,
+                at_ms=now_ms,
+                text=f"Raised during a maintenance window ({window.reason}): alarms are never held back",
+            )
+        )
     for plan in steps_for(spec.kind, spec.priority, at_ms, policy):
         session.add(
             EscalationStep(
@@ -254,29 +294,26 @@ def open_alert(
     return alert
 
 
-def resolve_kind(
-    session: Session,
-    client_id: int,
-    kind: str,
-    outcome: str,
-    note: str,
-    now_ms: int,
-    subject: str | None = None,
-) -> bool:
-    """Resolve the client's open alerts of ``kind`` (optionally only the one about ``subject``)."""
-    query = select(Alert).where(
-        Alert.client_id == client_id, Alert.kind == kind, Alert.state != AlertState.RESOLVED
+def _running_alarm(session: Session, client_id: int) -> int | None:
+    """The client's alarm a nurse is handling now (the newest), which a new press belongs to."""
+    return session.scalar(
+        select(Alert.id)
+        .where(Alert.client_id == client_id, Alert.kind == "alarm", Alert.state == AlertState.ACKNOWLEDGED)
+        .order_by(Alert.opened_ms.desc(), Alert.id.desc())
+        .limit(1)
     )
-    if subject is not None:
-        query = query.where(Alert.subject == subject)
-    changed = False
-    for alert in session.scalars(query):
-        apply_action(
-            session, alert_id=alert.id, action=Action.RESOLVE, actor_id=None, now_ms=now_ms, outcome=outcome
-        )
-        session.add(AlertNote(alert_id=alert.id, user_id=None, at_ms=now_ms, text=note))
-        changed = True
-    return changed
+
+
+def resolve_key(session: Session, key: str, outcome: str, note: str, now_ms: int) -> bool:
+    """Resolve the alert counting repeats under ``key`` (the problem went away by itself)."""
+    alert_id = session.scalar(select(Alert.id).where(Alert.open_key == key))
+    if alert_id is None:
+        return False
+    apply_action(
+        session, alert_id=alert_id, action=Action.RESOLVE, actor_id=None, now_ms=now_ms, outcome=outcome
+    )
+    session.add(AlertNote(alert_id=alert_id, user_id=None, at_ms=now_ms, text=note))
+    return True
 
 
 def apply_action(
@@ -302,8 +339,10 @@ def apply_action(
         values: dict[str, object] = {"state": new_state.value, "version": alert.version + 1}
         if action is Action.ACKNOWLEDGE:
             values |= {"acknowledged_ms": now_ms, "acknowledged_by": actor_id}
+            if alert.kind == "alarm":
+                values["open_key"] = None  # a press after someone took the alarm is news again
         else:
-            values |= {"resolved_ms": now_ms, "resolved_by": actor_id, "outcome": outcome}
+            values |= {"resolved_ms": now_ms, "resolved_by": actor_id, "outcome": outcome, "open_key": None}
         result = session.execute(
             update(Alert)
             .where(Alert.id == alert_id, Alert.version == alert.version)
@@ -366,7 +405,7 @@ def _cancel_pending(session: Session, alert_id: int, now_ms: int) -> None:
     )
 
 
-def _active_window(
+def active_window(
     session: Session, client_id: int, device_id: str | None, now_ms: int
 ) -> MaintenanceWindow | None:
     scope = MaintenanceWindow.client_id == client_id

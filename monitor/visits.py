@@ -7,7 +7,8 @@ from sqlalchemy.orm import Session
 
 from storage.models import Alert, AlertNote, EscalationStep, Visit
 
-from .store import AlertNotFound, policy_for, resolve_kind
+from .rules import open_key
+from .store import AlertNotFound, policy_for, resolve_key
 
 __all__ = ["VisitNotFound", "confirm_arrival", "send_visit"]
 
@@ -75,14 +76,12 @@ def confirm_arrival(session: Session, *, visit_id: int, user_id: int | None, now
         .execution_options(synchronize_session=False)
     )
     minutes = (now_ms - visit.sent_ms) // 60_000
-    resolve_kind(
+    resolve_key(
         session,
-        visit.client_id,
-        "visit_overdue",
+        open_key("visit_overdue", visit.client_id, None, f"visit:{visit.id}"),
         "nurse_arrived",
         f"{visit.visitor} arrived after {minutes} min",
         now_ms,
-        subject=f"visit:{visit.id}",
     )
     if visit.alert_id is not None:
         session.add(
