@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Set
 from dataclasses import dataclass, field
+from typing import Any
 
 from protocol.v1 import (
+    Alarm,
     DeviceMessage,
     EventMessage,
     Heartbeat,
@@ -14,12 +17,33 @@ from protocol.v1 import (
     Status,
     decode,
     device_id_from_topic,
+    event_body,
     is_valid_id,
 )
 
 from .limits import judge_clock
 
-__all__ = ["Inbound", "Plan", "Reject", "plan_batch", "priority_of"]
+__all__ = [
+    "REUSED_PREFIX",
+    "Inbound",
+    "Key",
+    "Plan",
+    "Reject",
+    "Reuse",
+    "StoredEvent",
+    "judge_reuse",
+    "plan_batch",
+    "priority_of",
+    "reused_alarm_msg_id",
+]
+
+Key = tuple[str, str]  # (device id, msg_id): what an event is stored under
+
+# An alarm that came under a used msg_id is stored under this prefix and a hash of its content. '~' is
+# outside the device msg_id alphabet (like the '~status-' rows), so a device can never collide with it.
+REUSED_PREFIX = "~reused-"
+# 40 hex digits (160 bits) of SHA-256: no two alarms of one device share one, and the id fits msg_id's 64.
+_REUSED_HASH_HEX = 40
 
 # Lower runs first: an alarm is never queued behind heartbeats (protocol v1, "alarms first"). A power
 # fault comes next (the client may be unprotected soon), then the dispenser's care events.
@@ -64,7 +88,8 @@ class Plan:
     events: list[tuple[Inbound, EventMessage]] = field(default_factory=list)
     liveness: list[tuple[Inbound, Heartbeat | Status]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
-    # Copies of an event already in this batch: acked like the first, stored once.
+    # Later messages of this batch under a (device, msg_id) already in ``events``: stored once if they are
+    # copies, judged like any reuse if they are not (judge_reuse).
     repeats: list[tuple[Inbound, EventMessage]] = field(default_factory=list)
     # Alarms whose device clock is implausible: accepted all the same (an alarm is never refused for a
     # wrong clock), and counted so the device can be fixed.
@@ -155,3 +180,66 @@ def _peek_msg_id(payload: bytes) -> str | None:
     value = body.get("msg_id") if isinstance(body, dict) else None
     # Only a well-formed id is echoed: the device must be able to read the rejection it gets.
     return value if is_valid_id(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """What is stored under a (device, msg_id): the kind and the validated body (``event_body``)."""
+
+    kind: str
+    body: dict[str, Any]
+
+
+@dataclass
+class Reuse:
+    """The fate of a batch's events once the store knows what each (device, msg_id) holds."""
+
+    # Stored now, or copies of what is stored: acknowledged ``accepted``.
+    accepted: list[tuple[Inbound, EventMessage]] = field(default_factory=list)
+    # Alarms under a msg_id used for another message: taken all the same (an alarm is never refused for
+    # it), stored under the derived msg_id given, and acknowledged ``accepted`` with a warning.
+    alarms: list[tuple[Inbound, Alarm, str]] = field(default_factory=list)
+    # Any other event under a used msg_id: refused with ``msg_id_reused``.
+    refused: list[Reject] = field(default_factory=list)
+
+
+def reused_alarm_msg_id(alarm: Alarm) -> str:
+    """The msg_id an alarm under a reused msg_id is stored under: the same for every copy of it."""
+    canonical = json.dumps(event_body(alarm), sort_keys=True, separators=(",", ":"))
+    return REUSED_PREFIX + hashlib.sha256(canonical.encode()).hexdigest()[:_REUSED_HASH_HEX]
+
+
+def judge_reuse(plan: Plan, inserted: Set[Key], stored: Mapping[Key, StoredEvent]) -> Reuse:
+    """Compare each event of a batch with what its (device, msg_id) holds, and decide its fate.
+
+    ``inserted`` are the keys this batch's own insert stored (their first message in ``plan.events`` is
+    what they hold); ``stored`` holds, for every other key of the batch, the row already in the database.
+    A copy is the same kind with the same validated body (``event_body``): the bytes may differ
+    (whitespace, field order, unlisted fields, nulls, an explicit default), ``ts`` and every listed field
+    may not — a device whose counter restarted sends the same report at another time.
+    """
+    holds: dict[Key, StoredEvent] = {
+        key: StoredEvent(msg.kind, event_body(msg))
+        for _inbound, msg in plan.events
+        if (key := (msg.device_id, msg.msg_id)) in inserted
+    }
+    reuse = Reuse()
+    for inbound, msg in plan.events + plan.repeats:
+        original = holds.get((msg.device_id, msg.msg_id)) or stored.get((msg.device_id, msg.msg_id))
+        # No original: the row vanished between insert and read (nothing deletes events); take it as a copy.
+        if original is None or (original.kind == msg.kind and original.body == event_body(msg)):
+            reuse.accepted.append((inbound, msg))
+        elif isinstance(msg, Alarm):
+            reuse.alarms.append((inbound, msg, reused_alarm_msg_id(msg)))
+        else:
+            # A cancel is refused too: the alarm its `cancels` names may be one from before the reuse.
+            reuse.refused.append(
+                Reject(
+                    inbound,
+                    msg.device_id,
+                    msg.msg_id,
+                    "msg_id_reused",
+                    f"msg_id already used for a different {original.kind} message",
+                )
+            )
+    return reuse

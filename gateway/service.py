@@ -7,7 +7,9 @@ Order of work for every event (the rule that matters most)::
 
 If the process dies before the commit, the broker still holds the message (no PUBACK was sent) and
 redelivers it to the persistent session; if it dies after the commit but before the acks, the redelivered
-copy hits the unique key, is not stored again, and is acknowledged.
+copy hits the unique key, is not stored again, and is acknowledged. A *different* message that hits the
+key is no copy: it is refused with ``msg_id_reused``, or, an alarm, stored under a derived msg_id
+(gateway.ingest.judge_reuse).
 
 Alarms first: Mosquitto delivers a session's messages in order, so alarms (and faults) have a session of
 their own — a heartbeat backlog on the bulk link can never hold an alarm back — and the writer's queue is
@@ -30,11 +32,11 @@ from carealarm.mqtt import HINT_EVENTS, MqttConfig
 from protocol.v1 import DEVICE_KINDS, Ack, Heartbeat, ProtocolError, Status, ack_topic, decode, encode_ack
 from storage.db import SessionFactory
 
-from .ingest import Inbound, Plan, plan_batch, priority_of
+from .ingest import Inbound, Plan, Reuse, plan_batch, priority_of
 from .limits import RateLimiter
 from .link import BrokerLink
 from .metrics import Metrics
-from .store import LivenessUpdate, known_device_ids, store_plan
+from .store import LivenessUpdate, Stored, known_device_ids, store_batch, store_liveness
 
 __all__ = ["PRIORITY_KINDS", "Gateway"]
 
@@ -207,21 +209,23 @@ class Gateway:
         with self._liveness_lock:
             for inbound, message in plan.liveness:
                 self._track_liveness(message, None if inbound.retain else inbound.received_ms)
-        inserted = (
-            self._commit_with_retry(plan) if plan.events or plan.rejects or plan.status_changes else set()
+        stored = (
+            self._commit_with_retry(plan)
+            if plan.events or plan.rejects or plan.status_changes
+            else Stored(set(), Reuse())
         )
-        self._acknowledge(plan, inserted)
+        self._acknowledge(plan, stored)
 
-    def _commit_with_retry(self, plan: Plan) -> set[tuple[str, str]]:
+    def _commit_with_retry(self, plan: Plan) -> Stored:
         """Store the batch; while the database is away, keep trying and acknowledge nothing."""
         delay = 0.2
         while True:
             started = time.monotonic()
             try:
                 with self._sessions.begin() as session:
-                    inserted = store_plan(session, plan, [])
+                    stored = store_batch(session, plan)
                 self.metrics.observe_store_latency(time.monotonic() - started)
-                return inserted
+                return stored
             except SQLAlchemyError as exc:
                 self.metrics.count_store_error()
                 log.error(
@@ -233,14 +237,31 @@ class Gateway:
                     raise
                 delay = min(delay * 2, 5.0)
 
-    def _acknowledge(self, plan: Plan, inserted: set[tuple[str, str]]) -> None:
-        stored_now = 0
-        for inbound, event in plan.events + plan.repeats:
+    def _acknowledge(self, plan: Plan, stored: Stored) -> None:
+        reuse = stored.reuse
+        acked: set[tuple[str, str]] = set()  # the keys of every accepted copy, to tell stored from repeated
+        for inbound, event in reuse.accepted:
             link = self._links[inbound.link]
             link.ack(inbound.mid, inbound.qos)
             link.publish(ack_topic(event.device_id), encode_ack(Ack(event.msg_id, "accepted")))
-            stored_now += (event.device_id, event.msg_id) in inserted
-        self.metrics.count_stored(stored_now, len(plan.events) + len(plan.repeats) - stored_now)
+            acked.add((event.device_id, event.msg_id))
+        for inbound, alarm, derived in reuse.alarms:
+            link = self._links[inbound.link]
+            link.ack(inbound.mid, inbound.qos)
+            link.publish(
+                ack_topic(alarm.device_id),
+                encode_ack(Ack(alarm.msg_id, "accepted", warning="msg_id_reused")),
+            )
+            acked.add((alarm.device_id, derived))
+            self.metrics.count_rejected("msg_id_reused_accepted")
+            log.warning(
+                "gateway: alarm under the reused msg_id %s of %s accepted, stored as %s",
+                alarm.msg_id,
+                alarm.device_id,
+                derived,
+            )
+        stored_now = len(acked & stored.inserted)
+        self.metrics.count_stored(stored_now, len(reuse.accepted) + len(reuse.alarms) - stored_now)
         for _inbound, event in plan.clock_skewed:
             self.metrics.count_rejected("clock_skew_accepted")
             log.warning(
@@ -251,7 +272,7 @@ class Gateway:
             )
         for inbound, _msg in plan.liveness:
             self._links[inbound.link].ack(inbound.mid, inbound.qos)
-        for reject in plan.rejects:
+        for reject in plan.rejects + reuse.refused:
             self.metrics.count_rejected(reject.reason)
             log.warning(
                 "gateway: refused a message on %r: %s (%s)",
@@ -337,7 +358,7 @@ class Gateway:
             # Short transactions: SQLite has one writer, and an alarm's commit slips in between chunks.
             for i in range(0, len(pending), _LIVENESS_CHUNK):
                 with self._sessions.begin() as session:
-                    store_plan(session, Plan(), pending[i : i + _LIVENESS_CHUNK])
+                    store_liveness(session, pending[i : i + _LIVENESS_CHUNK])
         except SQLAlchemyError as exc:
             log.warning("gateway: liveness flush failed (%s); will retry", exc.__class__.__name__)
             with self._liveness_lock:

@@ -222,11 +222,14 @@ class Ack:
     """Server to device: the application acknowledgement of one event.
 
     ``msg_id`` is None only in a rejection of a payload so broken that its msg_id could not be read.
+    ``warning`` is "accepted, but": the event was taken and the device has something to fix
+    (``msg_id_reused``: an alarm came under a msg_id already used for another message).
     """
 
     msg_id: str | None
     status: Literal["accepted", "rejected"]
     reason: str | None = None
+    warning: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -454,6 +457,8 @@ def encode_ack(ack: Ack) -> bytes:
     body: dict[str, Any] = {"msg_id": ack.msg_id, "status": ack.status}
     if ack.reason is not None:
         body["reason"] = ack.reason
+    if ack.warning is not None:
+        body["warning"] = ack.warning
     return json.dumps(body, separators=(",", ":")).encode()
 
 
@@ -464,4 +469,9 @@ def decode_ack(payload: bytes) -> Ack:
     if status not in ("accepted", "rejected"):
         raise ProtocolError("bad_value", "status must be accepted or rejected")
     msg_id = None if body.get("msg_id") is None and status == "rejected" else _id(body, "msg_id")
-    return Ack(msg_id, "accepted" if status == "accepted" else "rejected", _opt_str(body, "reason", 200))
+    return Ack(
+        msg_id,
+        "accepted" if status == "accepted" else "rejected",
+        _opt_str(body, "reason", 200),
+        _opt_str(body, "warning", 200),
+    )
