@@ -45,6 +45,7 @@ class MonitorMetrics:
         self.late_steps = 0
         self.max_late_ms = 0
         self.scheduled = 0
+        self.sweeps = 0
 
     def render(self) -> str:
         return (
@@ -59,6 +60,9 @@ class MonitorMetrics:
             f"carealarm_monitor_step_max_late_ms {self.max_late_ms}\n"
             "# TYPE carealarm_monitor_timers_scheduled gauge\n"
             f"carealarm_monitor_timers_scheduled {self.scheduled}\n"
+            "# HELP carealarm_monitor_device_sweeps_total Sweeps for silent devices and low batteries done.\n"
+            "# TYPE carealarm_monitor_device_sweeps_total counter\n"
+            f"carealarm_monitor_device_sweeps_total {self.sweeps}\n"
         )
 
 
@@ -127,6 +131,7 @@ class Monitor:
     def sweep(self) -> None:
         with self._sessions.begin() as session:
             changed = sweep_devices(session, self._clock_ms(), self._channels)
+        self.metrics.sweeps += 1
         if changed:
             self._after_alert_change()
 

@@ -31,7 +31,9 @@ def upgrade() -> None:
         batch.drop_index("uq_alerts_one_open")
         batch.add_column(sa.Column("open_key", sa.String(length=120), nullable=True))
         batch.add_column(sa.Column("incident_alert_id", _ID, nullable=True))
-        batch.create_foreign_key("fk_alerts_incident_alert_id_alerts", "alerts", ["incident_alert_id"], ["id"])
+        batch.create_foreign_key(
+            "fk_alerts_incident_alert_id_alerts", "alerts", ["incident_alert_id"], ["id"]
+        )
     conn = op.get_bind()
     rows = conn.execute(
         sa.text("SELECT id, kind, client_id, device_id, subject, state FROM alerts WHERE state <> 'resolved'")
