@@ -197,10 +197,11 @@ async def run(settings: Settings, options: RunOptions) -> None:
 
         fleet = load_fleet(settings.data_dir / "fleet.json")
         device_broker = MqttConfig(mqtt.host, mqtt.port, tls=mqtt.tls)
-        sensors = [c for c in fleet if c.kind != "video"]  # video endpoints have their own runtime
+        # Every device heartbeats, the tablets included (their video endpoint below is a second connection
+        # of the same device that answers calls; the simulated one reports liveness and ignores rings).
         tasks.append(
             asyncio.create_task(
-                _discard(run_fleet(sensors, device_broker, stop, alarm_every_s=options.alarm_every_s)),
+                _discard(run_fleet(fleet, device_broker, stop, alarm_every_s=options.alarm_every_s)),
                 name="simulator",
             )
         )

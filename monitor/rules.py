@@ -166,7 +166,13 @@ def decide_event(
     if kind == "status":
         if p["online"]:
             return [ResolveAlerts("offline", "back_online", "The device is back online")]
-        return [OpenAlert("offline", offline_priority(device_kind), "Device went offline (Last Will)")]
+        return [
+            OpenAlert(
+                "offline",
+                offline_priority(device_kind),
+                "Device went offline (connection lost or switched off)",
+            )
+        ]
     if kind == "dispenser":
         if p["event"] == "stock_low":
             return []  # needs the schedule to judge: the adapter asks stock_alert()
