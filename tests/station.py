@@ -45,6 +45,7 @@ class Station:
     ) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.workdir = workdir
+        self.kind = "sqlite" if database_url.startswith("sqlite") else "postgres"
         self.database_url = database_url
         self.http_port = free_port()
         self.url = f"http://127.0.0.1:{self.http_port}"

@@ -12,11 +12,13 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx2 as httpx
 import pytest
-from helpers import wait_for
+from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, wait_for
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from station import Station
@@ -79,11 +81,42 @@ def _supervisor(st: Station) -> httpx.Client:
     return http
 
 
-def test_a_second_alarm_while_the_first_is_in_progress_is_news(station: Station) -> None:
-    """Mulder presses his pendant; a nurse takes it; then he falls. The fall is a new open alarm at the top of
-    the queue, names the alarm in progress, and has escalation timers from the fall; a press while it is
-    still open is counted on it and shows the latest kind."""
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    playwright_api = pytest.importorskip(
+        "playwright.sync_api", reason="BROWSER TESTS NOT RUN: playwright missing"
+    )
+    if not Path(CHROMIUM).exists():
+        pytest.skip(
+            f"BROWSER TESTS NOT RUN: {CHROMIUM} missing (apt-get install chromium; `make test` does it)"
+        )
+    ARTIFACTS.mkdir(exist_ok=True)
+    with playwright_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+def _console(browser: Any, st: Station, username: str) -> Any:
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page.goto(st.url + "/")
+    page.fill("#username", username)
+    page.fill("#password", username)
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#conn.conn-up", timeout=10_000)
+    return page
+
+
+def _sounds(page: Any) -> int:
+    return int(page.evaluate("window.carealarmSound.played"))
+
+
+def test_a_second_alarm_while_the_first_is_in_progress_is_news(station: Station, browser: Any) -> None:
+    """Mulder presses his pendant; a nurse takes it; then he falls. The fall is a new open alarm that sounds
+    on another nurse's console, names the alarm in progress and who has it, and has escalation timers from
+    the fall; a press while it is still open is counted on it, sounds again and shows the latest kind."""
     button = station.device("btn-004")
+    page = _console(browser, station, "nurse2")
     try:
         assert button.send("alarm", {"alarm_kind": "button"})["status"] == "accepted"
         first = station.wait_alert("Mulder", "the first alarm", kind="alarm", state="open")
@@ -107,12 +140,28 @@ def test_a_second_alarm_while_the_first_is_in_progress_is_news(station: Station)
             ).scalars()
             assert sorted(d - fall["opened_ms"] for d in dues) == [60_000, 180_000]
 
+        # Another nurse's console: the fall is in the open queue, sounded, and says who is with the client.
+        row = page.locator(f"#open-body tr[data-id='{fall['id']}']")
+        row.wait_for(timeout=10_000)
+        assert "Anna de Vries" in row.locator(".incident").inner_text()
+        assert "Fall detected" in row.inner_text()
+        page.wait_for_function(
+            "window.carealarmSound.played > 0 && window.carealarmSound.last === 'new alarm'"
+        )
+        page.screenshot(path=str(ARTIFACTS / f"never-hide-second-alarm-{station.kind}.png"), full_page=True)
+        before = _sounds(page)
+
         # Pressed again before anyone answered: counted on the open fall alarm, which shows the latest kind.
         assert button.send("alarm", {"alarm_kind": "pendant"})["status"] == "accepted"
         again = station.wait_alert("Mulder", "the repeat counted", kind="alarm", state="open", count=2)
         assert again["id"] == fall["id"] and again["detail"] == "Pendant alarm"
         assert again["last_event_ms"] > fall["opened_ms"]
+        page.wait_for_function(f"window.carealarmSound.played > {before}")
+        assert page.evaluate("window.carealarmSound.last") == "raised again"
+        row.locator(".count").wait_for(timeout=5_000)
+        assert "Pendant alarm" in row.inner_text()
     finally:
+        page.close()
         button.close()
 
 
@@ -156,8 +205,8 @@ def test_a_maintenance_window_never_swallows_a_fall(station: Station) -> None:
     with station.db.begin() as conn:
         conn.execute(
             text(
-                "INSERT INTO maintenance_windows (client_id, starts_ms, ends_ms, reason, created_ms) "
-                "VALUES (:c, :s, :e, 'on holiday', :s)"
+                "INSERT INTO maintenance_windows (client_id, starts_ms, ends_ms, reason) "
+                "VALUES (:c, :s, :e, 'on holiday')"
             ),
             {"c": client_id, "s": now - 1000, "e": now + 3_600_000},
         )
