@@ -97,7 +97,11 @@ def sweep_devices(session: Session, now_ms: int, channels: frozenset[str]) -> bo
                 open_alert(session, device.client_id, device.id, spec, now_ms, now_ms, policy, channels)
                 is not None
             )
-        elif verdict.never_connected and offline_key not in open_keys:
+        elif (
+            verdict.never_connected
+            and offline_key not in open_keys
+            and not _closed_within(session, device, "offline", now_ms, policy.never_connected_after_s * 1000)
+        ):
             spec = OpenAlert("offline", offline_priority(device.kind), f"{_name(device)} never connected")
             changed |= (
                 open_alert(session, device.client_id, device.id, spec, now_ms, now_ms, policy, channels)
@@ -114,7 +118,11 @@ def sweep_devices(session: Session, now_ms: int, channels: frozenset[str]) -> bo
             changed |= resolve_key(
                 session, offline_key, "back_online", f"{_name(device)} is heard from again", now_ms
             )
-        if verdict.battery_low and battery_key not in open_keys:
+        if (
+            verdict.battery_low
+            and battery_key not in open_keys
+            and not _closed_within(session, device, "battery_low", now_ms, _BATTERY_REMINDER_MS)
+        ):
             spec = OpenAlert("battery_low", 4, f"Battery low ({device.battery}%) on {_name(device)}")
             changed |= (
                 open_alert(session, device.client_id, device.id, spec, now_ms, now_ms, policy, channels)
@@ -146,6 +154,19 @@ def _still_offline(
     return (
         open_alert(session, device.client_id, device.id, spec, now_ms, now_ms, policy, channels) is not None
     )
+
+
+# A battery still low after a person closed its alert (the client will charge it tomorrow) is raised again
+# after this long, not at the next sweep.
+_BATTERY_REMINDER_MS = 12 * 3600 * 1000
+
+
+def _closed_within(session: Session, device: Device, kind: str, now_ms: int, within_ms: int) -> bool:
+    """Was an alert of ``kind`` about this device closed less than ``within_ms`` ago?"""
+    last = session.scalar(
+        select(func.max(Alert.resolved_ms)).where(Alert.device_id == device.id, Alert.kind == kind)
+    )
+    return last is not None and now_ms - last < within_ms
 
 
 def _name(device: Device) -> str:

@@ -17,7 +17,7 @@ import datetime as dt
 import json
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from central.commands_models import CommandRecord
@@ -169,7 +169,10 @@ def adopt_schedule(
             int(json.loads(args).get("version", 0))
             for args in session.scalars(
                 select(CommandRecord.args).where(
-                    CommandRecord.device_id == device.id, CommandRecord.command == "set_schedule"
+                    CommandRecord.device_id == device.id,
+                    CommandRecord.command == "set_schedule",
+                    # Only a schedule the device took or may still take (not refused, failed, never sent).
+                    or_(CommandRecord.result.is_(None), CommandRecord.result == "done"),
                 )
             )
         ),

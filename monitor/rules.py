@@ -132,9 +132,25 @@ def open_key(kind: str, client_id: int, device_id: str | None, subject: str | No
     return f"{kind}:c{client_id}:d{device_id or '-'}"
 
 
+# What a maintenance window (client in hospital, on holiday; a device being serviced) may hold back: the
+# state of devices and of medication. Never an alarm, never a visit that is overdue.
+_QUIET_IN_WINDOW: Final = frozenset(
+    {
+        "offline",
+        "battery_low",
+        "power",
+        "tamper",
+        "device_fault",
+        "dispense_error",
+        "stock_low",
+        "missed_dose",
+    }
+)
+
+
 def quiet_in_window(spec: OpenAlert) -> bool:
-    """May a maintenance window hold this alert back? Never an alarm, never anything critical."""
-    return spec.kind != "alarm" and spec.priority > 1
+    """May a maintenance window hold this alert back? Device-state and dose alerts only."""
+    return spec.kind in _QUIET_IN_WINDOW
 
 
 def decide_event(

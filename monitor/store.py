@@ -421,21 +421,35 @@ def active_window(
 def _cancel_alarm(
     session: Session, device: Device, alarm_msg_id: str, at_ms: int, now_ms: int, policy: Policy
 ) -> bool:
-    row = (
-        session.execute(
-            select(Alert)
-            .join(DeviceEvent, DeviceEvent.id == Alert.source_event_id)
-            .where(
-                DeviceEvent.device_id == device.id, DeviceEvent.msg_id == alarm_msg_id, Alert.kind == "alarm"
-            )
+    """The client pressed cancel for one press: close its alarm only if that press is all the alarm holds.
+
+    A cancel never closes presses that came after the cancelled one (a fall after a pendant press), and a
+    cancel of a press that was counted on an earlier press's alarm leaves a note there.
+    """
+    pressed_at = session.scalar(
+        select(DeviceEvent.received_ms).where(
+            DeviceEvent.device_id == device.id,
+            DeviceEvent.msg_id == alarm_msg_id,
+            DeviceEvent.kind == "alarm",
         )
-        .scalars()
-        .first()
     )
+    if pressed_at is None:
+        return False
+    row = session.scalars(
+        select(Alert)
+        .where(
+            Alert.client_id == device.client_id,
+            Alert.kind == "alarm",
+            Alert.opened_ms <= pressed_at,
+            Alert.last_event_ms >= pressed_at,
+        )
+        .order_by(Alert.opened_ms.desc(), Alert.id.desc())
+        .limit(1)
+    ).first()
     if row is None or row.state == AlertState.RESOLVED:
         return False
-    seconds = (at_ms - row.opened_ms) / 1000
-    if row.state == AlertState.OPEN and seconds <= policy.pre_alarm_window_s:
+    seconds = (at_ms - pressed_at) / 1000
+    if row.state == AlertState.OPEN and row.count == 1 and seconds <= policy.pre_alarm_window_s:
         apply_action(
             session,
             alert_id=row.id,
@@ -445,9 +459,16 @@ def _cancel_alarm(
             outcome="cancelled_by_client",
         )
         text = f"Cancelled by the client on the device after {seconds:.0f} s"
+    elif row.count > 1:
+        text = (
+            f"The client cancelled one of the {row.count} presses after {seconds:.0f} s: "
+            "the alarm stays open for the others"
+        )
     else:
         text = f"The client pressed cancel after {seconds:.0f} s (outside the pre-alarm window): still open"
     session.add(AlertNote(alert_id=row.id, user_id=None, at_ms=now_ms, text=text))
+    row.version += 1
+    session.add(AlertChange(alert_id=row.id, at_ms=now_ms, change="note"))
     return True
 
 

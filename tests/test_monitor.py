@@ -8,11 +8,11 @@ import json
 from zoneinfo import ZoneInfo
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from central.auth import hash_password
 from monitor.alerts import Action
-from monitor.devices import judge_device
+from monitor.devices import judge_device, sweep_devices
 from monitor.doses import due_times, miss_priority, plan_doses
 from monitor.policy import DEFAULT_POLICY, PolicyError, merge_policy
 from monitor.steps import run_due_steps
@@ -413,3 +413,114 @@ def test_offline_then_online_in_one_batch_leaves_no_alert_open(world: World) -> 
             )
     world.handle()
     assert [(a.kind, a.state) for a in world.alerts()] == [("offline", "resolved")]
+
+
+def test_a_cancel_of_the_first_press_never_closes_a_fall_counted_after_it(world: World) -> None:
+    """Pendant pressed, then a fall before anyone answered, then cancel of the pendant press: still open."""
+    first = world.event("btn", "alarm", {"alarm_kind": "pendant"})
+    world.tick(3)
+    world.event("btn", "alarm", {"alarm_kind": "fall"})
+    world.tick(3)
+    world.event("btn", "alarm", {"cancels": first})
+    [alarm] = world.alerts("alarm")
+    assert (alarm.state, alarm.count, alarm.detail) == ("open", 2, "Fall detected")
+    with world.sessions() as s:
+        assert any("stays open" in t for t in s.scalars(select(AlertNote.text)))
+
+
+def test_a_window_never_holds_back_an_overdue_visit(world: World) -> None:
+    """The client is in a window, but a nurse sent after her alarm is overdue: that is not held back."""
+    with world.sessions.begin() as s:
+        s.add(
+            MaintenanceWindow(
+                client_id=world.client_id, starts_ms=T0 - 1, ends_ms=T0 + 10**9, reason="hospital"
+            )
+        )
+    world.event("btn", "alarm", {})
+    alarm = world.alerts("alarm")[0]
+    with world.sessions.begin() as s:
+        send_visit(s, alert_id=alarm.id, visitor="Wijk", user_id=None, now_ms=world.now, target_s=600)
+    world.tick(11 * 60)
+    assert [a.kind for a in world.alerts("visit_overdue")] == ["visit_overdue"]
+
+
+def test_a_low_battery_closed_by_a_person_is_not_raised_again_at_the_next_sweep(world: World) -> None:
+    """A nurse closes the battery alert (the client will charge it): not raised again 10 s later."""
+    with world.sessions.begin() as s:
+        device = s.get(Device, "btn")
+        assert device is not None
+        device.battery, device.last_seen_ms, device.online = 10, world.now, True
+    with world.sessions.begin() as s:
+        sweep_devices(s, world.now, EMAIL)
+    [alert] = world.alerts("battery_low")
+    with world.sessions.begin() as s:
+        apply_action(
+            s, alert_id=alert.id, action=Action.RESOLVE, actor_id=None, now_ms=world.now, outcome="other"
+        )
+    world.now += 10_000
+    with world.sessions.begin() as s:
+        sweep_devices(s, world.now, EMAIL)
+    assert [a.state for a in world.alerts("battery_low")] == ["resolved"]
+    world.now += 13 * 3600 * 1000
+    with world.sessions.begin() as s:
+        device = s.get(Device, "btn")
+        assert device is not None
+        device.last_seen_ms = world.now
+        sweep_devices(s, world.now, EMAIL)
+    assert [a.state for a in world.alerts("battery_low")] == ["resolved", "open"]
+
+
+def test_a_device_still_offline_after_a_person_closed_its_alert_is_raised_again(world: World) -> None:
+    """Offline by Last Will; a nurse closes the alert; the button is still offline a detection time later."""
+    world.event("btn", "status", {"online": False})
+    with world.sessions.begin() as s:
+        device = s.get(Device, "btn")
+        assert device is not None
+        device.online, device.online_changed_ms, device.heartbeat_interval_s = False, world.now, 30
+    [alert] = world.alerts("offline")
+    with world.sessions.begin() as s:
+        apply_action(
+            s, alert_id=alert.id, action=Action.RESOLVE, actor_id=None, now_ms=world.now, outcome="other"
+        )
+    world.now += 50_000
+    with world.sessions.begin() as s:
+        sweep_devices(s, world.now, EMAIL)
+    assert [a.state for a in world.alerts("offline")] == ["resolved"]
+    world.now += 20_000
+    with world.sessions.begin() as s:
+        sweep_devices(s, world.now, EMAIL)
+    assert [a.state for a in world.alerts("offline")] == ["resolved", "open"]
+
+
+def test_a_dispenser_schedule_is_adopted_unless_a_newer_one_is_on_its_way(world: World) -> None:
+    """The dispenser's own report becomes the schedule (planned at once); a report older than a set_schedule
+    still awaiting its answer is not; a refused set_schedule does not block the dispenser's real schedule."""
+    from central.commands import new_command
+
+    def report(version: int, at: str) -> None:
+        world.event("med", "schedule", {"version": version, "doses": [{"dose_id": "ochtend", "at": at}]})
+
+    def schedule() -> list[str]:
+        with world.sessions() as s:
+            return [
+                d.at
+                for d in s.scalars(select(MedicationDose).where(MedicationDose.client_id == world.client_id))
+            ]
+
+    report(1, "08:00")
+    assert schedule() == ["08:00"]
+    with world.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(DoseInstance).where(DoseInstance.state == "pending"))
+    with world.sessions.begin() as s:
+        record = new_command(
+            s, device_id="med", command="set_schedule", args={"version": 5, "doses": []}, now_ms=world.now
+        )
+        cmd_id = record.id
+    report(2, "09:00")  # from before our version 5 arrived
+    assert schedule() == ["08:00"]
+    with world.sessions.begin() as s:
+        from central.commands import apply_command_ack
+
+        apply_command_ack(s, "med", cmd_id, "refused", world.now)
+    report(3, "09:30")  # the device refused version 5: what it holds is the schedule
+    assert schedule() == ["09:30"]
