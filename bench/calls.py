@@ -140,7 +140,7 @@ class Stack:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1):
+                with urllib.request.urlopen(f"{self.url}/livez", timeout=1):
                     break
             except OSError:
                 time.sleep(0.2)

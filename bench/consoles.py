@@ -105,7 +105,7 @@ async def measure(url: str, consoles: int, rates: list[int], seconds: float, wor
     try:
         for _ in range(300):
             try:
-                urllib.request.urlopen(f"http://127.0.0.1:{http}/healthz", timeout=1).close()
+                urllib.request.urlopen(f"http://127.0.0.1:{http}/livez", timeout=1).close()
                 break
             except OSError:
                 await asyncio.sleep(0.2)

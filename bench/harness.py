@@ -259,7 +259,7 @@ class Services:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError):
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/healthz", timeout=1) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/livez", timeout=1) as r:
                     if r.status == 200:
                         return
             time.sleep(0.2)

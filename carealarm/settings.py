@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     webhook_secret: str = ""
     # Fallback poll when no change hint arrives over MQTT (hints normally wake components at once).
     poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # The end-to-end probe: a test alarm through broker, gateway, database, monitor and feed this often
+    # (0: off); late after ``probe_late_s`` it turns the console's banner on (central/watchdog.py).
+    probe_interval_s: float = Field(default=60.0, ge=0, le=3600)
+    probe_late_s: float = Field(default=20.0, gt=0, le=600)
+    # The supervisor is paged once the chain has been broken this long (a blip of a second pages nobody).
+    watchdog_page_after_s: float = Field(default=10.0, ge=0, le=600)
     # Video calls: STUN/TURN servers for browsers and devices, as JSON RTCIceServer objects, e.g.
     # [{"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}]. Empty (the default):
     # host candidates only, which suits a closed network and the tests, not calls across NATs.

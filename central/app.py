@@ -20,6 +20,7 @@ from .auth import FailureLimiter
 from .calls.routes import router as calls_router
 from .feed import Broadcaster
 from .routes import router
+from .watchdog import Watchdog
 
 __all__ = ["CentralContext", "create_app"]
 
@@ -39,6 +40,7 @@ class CentralContext:
     metrics_sources: list[Callable[[], str]] = field(default_factory=list)
     clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     timezone: str = "Europe/Amsterdam"  # the clients' local time (CAREALARM_TIMEZONE): medication times
+    watchdog: Watchdog | None = None  # the chain's health and the probe; None: only this process is judged
 
 
 def create_app(ctx: CentralContext) -> FastAPI:
@@ -47,14 +49,17 @@ def create_app(ctx: CentralContext) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         stop = asyncio.Event()
-        task = asyncio.create_task(ctx.broadcaster.run(stop), name="central-feed")
+        tasks = [asyncio.create_task(ctx.broadcaster.run(stop), name="central-feed")]
+        if ctx.watchdog is not None:
+            tasks.append(asyncio.create_task(ctx.watchdog.run(stop), name="central-watchdog"))
         try:
             yield
         finally:
             stop.set()
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     app = FastAPI(
         title="carealarm central",

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Final
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
-from sqlalchemy import exists, false, or_, select, true
+from sqlalchemy import and_, exists, false, or_, select
 from sqlalchemy.orm import Session
 
 from storage.models import Alert, Client, Contact, Device, MedicationDose
@@ -84,9 +84,10 @@ def _summary(client: Client) -> dict[str, Any]:
 def _scoped(user: SignedInUser) -> Any:
     """The SQL condition for the clients ``user`` may see."""
     district = confined_to(user.role, user.district)
+    people = Client.system.is_(False)  # never the service's own probe client
     if district is None:
-        return true()
-    return Client.district == district if district else false()
+        return people
+    return and_(people, Client.district == district) if district else false()
 
 
 @router.get("/api/clients")

@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 from storage.db import SessionFactory
 from storage.models import AlertChange
 
-from .views import alert_views
+from .views import alert_views, probe_alert_ids
 
 __all__ = ["Broadcaster", "ChangeCursor"]
 
@@ -65,11 +65,13 @@ class Broadcaster:
         sessions: SessionFactory,
         poll_interval_s: float = 1.0,
         clock_ms: Callable[[], int] | None = None,
+        on_probe: Callable[[], None] | None = None,
     ) -> None:
         self._sessions = sessions
         self._poll_interval_s = poll_interval_s
         self._clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self._subscribers: set[asyncio.Queue[dict[str, Any]]] = set()
+        self.on_probe = on_probe  # the watchdog: the end-to-end probe's alert came through the feed
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.cursor: ChangeCursor | None = None
@@ -91,7 +93,7 @@ class Broadcaster:
         with self._sessions() as session:
             return int(session.scalar(select(func.coalesce(func.max(AlertChange.seq), 0))) or 0)
 
-    def _read(self, low: int) -> tuple[list[int], list[dict[str, Any]]]:
+    def _read(self, low: int) -> tuple[list[int], list[dict[str, Any]], bool]:
         with self._sessions() as session:
             rows = session.execute(
                 select(AlertChange.seq, AlertChange.alert_id)
@@ -102,7 +104,10 @@ class Broadcaster:
             assert self.cursor is not None
             new = set(self.cursor.accept([seq for seq, _ in rows], self._clock_ms()))
             alert_ids = sorted({alert_id for seq, alert_id in rows if seq in new})
-            return sorted(new), alert_views(session, alert_ids) if alert_ids else []
+            probe = (
+                bool(alert_ids) and self.on_probe is not None and bool(probe_alert_ids(session, alert_ids))
+            )
+            return sorted(new), alert_views(session, alert_ids) if alert_ids else [], probe
 
     async def run(self, stop: asyncio.Event) -> None:
         self._loop = asyncio.get_running_loop()
@@ -116,17 +121,23 @@ class Broadcaster:
             self._wake.clear()
             try:
                 assert self.cursor is not None
-                new, views = await asyncio.to_thread(self._read, self.cursor.low)
+                new, views, probe = await asyncio.to_thread(self._read, self.cursor.low)
             except Exception as exc:
                 log.error("feed: read failed (%s); retrying", exc.__class__.__name__)
                 await asyncio.sleep(1.0)
                 continue
             for view in views:
                 self._publish({"type": "alert", "alert": view})
+            if probe and self.on_probe is not None:
+                self.on_probe()
             if new and len(new) >= 2000:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
+
+    def publish(self, message: dict[str, Any]) -> None:
+        """Send a message to every console (the watchdog's health changes)."""
+        self._publish(message)
 
     def _publish(self, message: dict[str, Any]) -> None:
         for queue in list(self._subscribers):

@@ -21,7 +21,6 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import Alert, Client, Device, DeviceEvent, DoseInstance, ServiceRun, User
-from storage.service_runs import BEAT_EVERY_S
 
 from . import report_calc as calc
 from .auth import SignedInUser
@@ -38,8 +37,9 @@ REPORT_ROLES = frozenset({"supervisor", "admin"})
 _MAX_WINDOW_MS = 366 * 86_400_000
 _DEFAULT_WINDOW_MS = 7 * 86_400_000
 # Spreadsheets run cells that start with these as formulas; a client's or nurse's name must not.
-# A gateway not heard from for two beat intervals is down (one late beat is a busy database, not an outage).
-_SERVICE_GRACE_MS = int(2 * BEAT_EVERY_S * 1000)
+# A gateway not heard from for 30 s is down for the reports (a few late beats are a busy database or a
+# garbage-collection pause, not an outage); the live health banner judges far sooner (central/health.py).
+_SERVICE_GRACE_MS = 30_000
 # The subject of a missed-dose alert the monitor opened on a dispenser's word alone (monitor/doses.py).
 _DEVICE_DOSE = "device-dose:"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

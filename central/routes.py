@@ -16,7 +16,7 @@ from fastapi import (
     WebSocket,
     WebSocketDisconnect,
 )
-from fastapi.responses import PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
@@ -300,9 +300,9 @@ def visit_arrived(visit_id: PathId, request: Request, user: CurrentUser) -> dict
     return result
 
 
-@router.get("/healthz", tags=["operations"])
-def health(request: Request) -> dict[str, str]:
-    """Liveness and database reachability."""
+@router.get("/livez", tags=["operations"])
+def live_check(request: Request) -> dict[str, str]:
+    """This process is up and reaches the database (for a process supervisor or a load balancer)."""
     try:
         with _ctx(request).sessions() as session:
             session.execute(text("SELECT 1"))
@@ -311,6 +311,17 @@ def health(request: Request) -> dict[str, str]:
             status_code=503, detail=f"database unavailable ({exc.__class__.__name__})"
         ) from None
     return {"status": "ok"}
+
+
+@router.get("/healthz", tags=["operations"])
+def health(request: Request) -> JSONResponse:
+    """The whole alarm chain: "ok" only when broker, gateway, database, monitor and the end-to-end probe
+    all work (503 with the problems otherwise). Without a watchdog in this process: as ``/livez``."""
+    watchdog = _ctx(request).watchdog
+    if watchdog is None:
+        return JSONResponse(live_check(request))
+    body = watchdog.health.as_json()
+    return JSONResponse(body, status_code=200 if watchdog.health.ok else 503)
 
 
 @router.get("/metrics", response_class=PlainTextResponse, tags=["operations"])
@@ -366,3 +377,5 @@ async def _send_snapshot(websocket: WebSocket, ctx: Any) -> None:
 
     alerts = await asyncio.to_thread(read)
     await websocket.send_json({"type": "snapshot", "server_ms": ctx.clock_ms(), "alerts": alerts})
+    if ctx.watchdog is not None:
+        await websocket.send_json({"type": "health", "health": ctx.watchdog.health.as_json()})

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session, aliased
 
 from storage.models import Alert, Client, Device, User
 
-__all__ = ["active_alert_views", "alert_views"]
+__all__ = ["active_alert_views", "alert_views", "probe_alert_ids"]
 
 
 def alert_views(session: Session, alert_ids: list[int]) -> list[dict[str, Any]]:
@@ -21,6 +21,11 @@ def active_alert_views(session: Session) -> list[dict[str, Any]]:
     return _views(session, Alert.state != "resolved")
 
 
+def probe_alert_ids(session: Session, alert_ids: list[int]) -> set[int]:
+    """Which of these alerts are the end-to-end probe's (never shown to a person)."""
+    return set(session.scalars(select(Alert.id).where(Alert.id.in_(alert_ids), Alert.kind == "probe")))
+
+
 def _views(session: Session, condition: Any) -> list[dict[str, Any]]:
     acker = aliased(User)
     rows = session.execute(
@@ -28,7 +33,7 @@ def _views(session: Session, condition: Any) -> list[dict[str, Any]]:
         .join(Client, Client.id == Alert.client_id)
         .outerjoin(Device, Device.id == Alert.device_id)
         .outerjoin(acker, acker.id == Alert.acknowledged_by)
-        .where(condition)
+        .where(condition, Alert.kind != "probe")
         .order_by(Alert.priority, Alert.opened_ms, Alert.id)
     ).all()
     incidents = _incidents(session, {a.incident_alert_id for a, *_ in rows if a.incident_alert_id})

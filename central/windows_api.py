@@ -115,7 +115,12 @@ def get_targets(request: Request, user: WriteUser) -> dict[str, Any]:
     """What a window can be for: every client by name, with their devices (for the console's form)."""
     ctx = _ctx(request)
     with ctx.sessions.begin() as session:
-        clients = session.scalars(select(Client).order_by(Client.name, Client.id).limit(_MAX_TARGETS)).all()
+        clients = session.scalars(
+            select(Client)
+            .where(Client.system.is_(False))
+            .order_by(Client.name, Client.id)
+            .limit(_MAX_TARGETS)
+        ).all()
         devices: dict[int, list[dict[str, Any]]] = {}
         ids = [c.id for c in clients]
         for d in session.scalars(select(Device).where(Device.client_id.in_(ids)).order_by(Device.id)):

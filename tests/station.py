@@ -92,7 +92,7 @@ class Station:
         if self.proc.poll() is not None:
             raise AssertionError(f"carealarm exited with {self.proc.returncode}:\n{self.log()}")
         try:
-            with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as r:
+            with urllib.request.urlopen(f"{self.url}/livez", timeout=1) as r:
                 return bool(r.status == 200)
         except OSError:
             return False

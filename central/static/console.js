@@ -79,6 +79,27 @@ function showConsole(user) {
   watchCalls();
 }
 
+// The watchdog's verdict on the whole alarm chain (broker, gateway, database, monitor, the probe alarm):
+// a red banner naming each problem, on every console, for as long as the chain is broken.
+function showHealth(health) {
+  state.health = health;
+  const banner = $("chain-banner");
+  const broken = health && health.status !== "ok";
+  banner.hidden = !broken;
+  document.body.classList.toggle("chain-broken", Boolean(broken));
+  const list = $("chain-problems");
+  list.replaceChildren();
+  if (!broken) return;
+  for (const p of health.problems) {
+    const li = document.createElement("li");
+    const key = "problem:" + p.code;
+    const translated = T(key);
+    li.textContent = translated === key ? p.text : translated;
+    li.dataset.code = p.code;
+    list.appendChild(li);
+  }
+}
+
 function setConn(up, text) {
   const el = $("conn");
   el.className = "conn " + (up ? "conn-up" : "conn-down");
@@ -90,12 +111,16 @@ function connect() {
   const proto = location.protocol === "https:" ? "wss:" : "ws:";
   const ws = new WebSocket(`${proto}//${location.host}/api/live`);
   state.ws = ws;
-  ws.onopen = () => { state.retryMs = 500; };
+  ws.onopen = () => { state.retryMs = 500; clearTimeout(state.offlineTimer); };
   ws.onmessage = (ev) => {
     state.lastMessage = Date.now();
     const msg = JSON.parse(ev.data);
     if (msg.server_ms) state.clockOffset = msg.server_ms - Date.now();
     if (msg.type === "snapshot") {
+      // Connected again: the console's own "cut off" banner goes (the server's health follows at once).
+      if (state.health && state.health.problems.some((p) => p.code === "console_offline")) {
+        showHealth({ status: "ok", problems: [] });
+      }
       // A snapshot is the whole truth: it replaces what we had (this is how a reconnect catches up).
       const fresh = new Map();
       for (const a of msg.alerts) fresh.set(a.id, a);
@@ -106,10 +131,20 @@ function connect() {
     } else if (msg.type === "alert") {
       upsert(msg.alert);
       render();
+    } else if (msg.type === "health") {
+      showHealth(msg.health);
     }
   };
   ws.onclose = (ev) => {
     state.ws = null;
+    // Still cut off after a few seconds: this console cannot be told of alarms — say so as loudly as a
+    // broken chain (the server's own health replaces this when the connection is back).
+    clearTimeout(state.offlineTimer);
+    state.offlineTimer = setTimeout(() => {
+      if (state.ws && state.ws.readyState === WebSocket.OPEN) return;
+      showHealth({ status: "broken", problems: [{ code: "console_offline",
+        text: "this console has lost its connection to the care-station server: new alarms are not shown here" }] });
+    }, 3000);
     if (ev.code === 4401) { showLogin("Your session has ended; please sign in again."); return; }
     setConn(false, T("connection lost — reconnecting…"));
     setTimeout(connect, state.retryMs);

@@ -1,6 +1,7 @@
 """Alerts keyed by what they are about (device, dose, visit, the open alarm) instead of one per client and
 kind; alarms linked to the incident they arrived in; reused msg_ids; ending maintenance windows; the
-service's own runs (its downtime is not the devices').
+service's own runs (its downtime is not the devices') and what each component says of itself; the chain's
+incidents; the service's own (probe) client.
 
 Revision ID: 0006
 Revises: 0005
@@ -66,13 +67,40 @@ def upgrade() -> None:
         sa.Column("instance", sa.String(length=100), nullable=False),
         sa.Column("started_ms", sa.BigInteger(), nullable=False),
         sa.Column("last_beat_ms", sa.BigInteger(), nullable=False),
+        sa.Column("state", sa.Text(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
+    op.create_table(
+        "chain_incidents",
+        sa.Column("id", _ID, autoincrement=True, nullable=False),
+        sa.Column("scope", sa.String(length=32), nullable=False),
+        sa.Column("started_ms", sa.BigInteger(), nullable=False),
+        sa.Column("ended_ms", sa.BigInteger(), nullable=True),
+        sa.Column("problems", sa.Text(), nullable=False),
+        sa.Column("paged_ms", sa.BigInteger(), nullable=True),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    op.create_index(op.f("ix_chain_incidents_started_ms"), "chain_incidents", ["started_ms"], unique=False)
+    op.create_index(
+        "uq_chain_incidents_open",
+        "chain_incidents",
+        ["scope"],
+        unique=True,
+        postgresql_where=sa.text("ended_ms IS NULL"),
+        sqlite_where=sa.text("ended_ms IS NULL"),
+    )
+    with op.batch_alter_table("clients") as batch:
+        batch.add_column(sa.Column("system", sa.Boolean(), server_default=sa.text("false"), nullable=False))
     op.create_index(op.f("ix_service_runs_component"), "service_runs", ["component"], unique=False)
     op.create_index(op.f("ix_service_runs_last_beat_ms"), "service_runs", ["last_beat_ms"], unique=False)
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("clients") as batch:
+        batch.drop_column("system")
+    op.drop_index("uq_chain_incidents_open", table_name="chain_incidents")
+    op.drop_index(op.f("ix_chain_incidents_started_ms"), table_name="chain_incidents")
+    op.drop_table("chain_incidents")
     op.drop_index(op.f("ix_service_runs_last_beat_ms"), table_name="service_runs")
     op.drop_index(op.f("ix_service_runs_component"), table_name="service_runs")
     op.drop_table("service_runs")
