@@ -1,9 +1,14 @@
-"""Counters and a latency summary, rendered in the Prometheus text format."""
+"""Counters and a latency histogram of the gateway, rendered by prometheus_client."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 __all__ = ["Metrics"]
 
@@ -52,44 +57,55 @@ class Metrics:
                     self._latency_buckets[i] += 1
 
     def render(self) -> str:
-        """Return the metrics in the Prometheus text exposition format."""
-        with self._lock:
-            out = [
-                "# HELP carealarm_gateway_messages_received_total Device messages received, by kind.",
-                "# TYPE carealarm_gateway_messages_received_total counter",
-            ]
-            out += [
-                f'carealarm_gateway_messages_received_total{{kind="{k}"}} {v}'
-                for k, v in sorted(self.received.items())
-            ]
-            out += [
-                "# HELP carealarm_gateway_messages_rejected_total Device messages refused, by reason.",
-                "# TYPE carealarm_gateway_messages_rejected_total counter",
-            ]
-            out += [
-                f'carealarm_gateway_messages_rejected_total{{reason="{k}"}} {v}'
-                for k, v in sorted(self.rejected.items())
-            ]
-            out += [
-                "# TYPE carealarm_gateway_events_stored_total counter",
-                f"carealarm_gateway_events_stored_total {self.stored}",
-                "# TYPE carealarm_gateway_events_duplicate_total counter",
-                f"carealarm_gateway_events_duplicate_total {self.duplicates}",
-                "# TYPE carealarm_gateway_store_errors_total counter",
-                f"carealarm_gateway_store_errors_total {self.store_errors}",
-                "# HELP carealarm_gateway_devices_online Devices whose last report said online.",
-                "# TYPE carealarm_gateway_devices_online gauge",
-                f"carealarm_gateway_devices_online {self.devices_online}",
-                "# HELP carealarm_gateway_store_seconds Time from receipt to commit of a batch.",
-                "# TYPE carealarm_gateway_store_seconds histogram",
-            ]
-            out += [
-                f'carealarm_gateway_store_seconds_bucket{{le="{b}"}} {n}'
-                for b, n in zip(_BUCKETS, self._latency_buckets, strict=True)
-            ]
-            out += [
-                f'carealarm_gateway_store_seconds_bucket{{le="+Inf"}} {self._latency_count}',
-                f"carealarm_gateway_store_seconds_sum {self._latency_sum:.6f}",
-                f"carealarm_gateway_store_seconds_count {self._latency_count}",
-            ]
-        return "\n".join(out) + "\n"
+        """Return the metrics in the Prometheus text exposition format (prometheus_client renders them)."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_Collector(self))
+        return generate_latest(registry).decode()
+
+
+class _Collector(Collector):
+    """The gateway's counters as Prometheus metric families, read under the lock at each scrape."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        with m._lock:
+            received = CounterMetricFamily(
+                "carealarm_gateway_messages_received", "Device messages received, by kind.", labels=["kind"]
+            )
+            for kind, n in sorted(m.received.items()):
+                received.add_metric([kind], n)
+            rejected = CounterMetricFamily(
+                "carealarm_gateway_messages_rejected",
+                "Device messages refused, by reason.",
+                labels=["reason"],
+            )
+            for reason, n in sorted(m.rejected.items()):
+                rejected.add_metric([reason], n)
+            yield received
+            yield rejected
+            yield CounterMetricFamily(
+                "carealarm_gateway_events_stored", "Device events stored.", value=m.stored
+            )
+            yield CounterMetricFamily(
+                "carealarm_gateway_events_duplicate",
+                "Resent device events already stored.",
+                value=m.duplicates,
+            )
+            yield CounterMetricFamily(
+                "carealarm_gateway_store_errors", "Database writes that failed.", value=m.store_errors
+            )
+            yield GaugeMetricFamily(
+                "carealarm_gateway_devices_online",
+                "Devices whose last report said online.",
+                value=m.devices_online,
+            )
+            cumulative = [(str(b), n) for b, n in zip(_BUCKETS, m._latency_buckets, strict=True)]
+            yield HistogramMetricFamily(
+                "carealarm_gateway_store_seconds",
+                "Time from receipt to commit of a batch.",
+                buckets=[*cumulative, ("+Inf", m._latency_count)],
+                sum_value=m._latency_sum,
+            )

@@ -15,10 +15,13 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from zoneinfo import ZoneInfo
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from storage.db import SessionFactory
@@ -48,21 +51,37 @@ class MonitorMetrics:
         self.sweeps = 0
 
     def render(self) -> str:
-        return (
-            "# TYPE carealarm_monitor_events_handled_total counter\n"
-            f"carealarm_monitor_events_handled_total {self.events}\n"
-            "# TYPE carealarm_monitor_steps_run_total counter\n"
-            f"carealarm_monitor_steps_run_total {self.steps}\n"
-            "# HELP carealarm_monitor_steps_late_total Steps that ran more than 1 s after they were due.\n"
-            "# TYPE carealarm_monitor_steps_late_total counter\n"
-            f"carealarm_monitor_steps_late_total {self.late_steps}\n"
-            "# TYPE carealarm_monitor_step_max_late_ms gauge\n"
-            f"carealarm_monitor_step_max_late_ms {self.max_late_ms}\n"
-            "# TYPE carealarm_monitor_timers_scheduled gauge\n"
-            f"carealarm_monitor_timers_scheduled {self.scheduled}\n"
-            "# HELP carealarm_monitor_device_sweeps_total Sweeps for silent devices and low batteries done.\n"
-            "# TYPE carealarm_monitor_device_sweeps_total counter\n"
-            f"carealarm_monitor_device_sweeps_total {self.sweeps}\n"
+        """The monitor's metrics in the Prometheus text format (prometheus_client renders them)."""
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(_MonitorCollector(self))
+        return generate_latest(registry).decode()
+
+
+class _MonitorCollector(Collector):
+    def __init__(self, metrics: MonitorMetrics) -> None:
+        self._m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self._m
+        yield CounterMetricFamily(
+            "carealarm_monitor_events_handled", "Device events handled.", value=m.events
+        )
+        yield CounterMetricFamily("carealarm_monitor_steps_run", "Escalation steps run.", value=m.steps)
+        yield CounterMetricFamily(
+            "carealarm_monitor_steps_late",
+            "Steps that ran more than 1 s after they were due.",
+            value=m.late_steps,
+        )
+        yield GaugeMetricFamily(
+            "carealarm_monitor_step_max_late_ms", "The latest a step has run, in ms.", value=m.max_late_ms
+        )
+        yield GaugeMetricFamily(
+            "carealarm_monitor_timers_scheduled", "Steps with a wake-up in the scheduler.", value=m.scheduled
+        )
+        yield CounterMetricFamily(
+            "carealarm_monitor_device_sweeps",
+            "Sweeps for silent devices and low batteries done.",
+            value=m.sweeps,
         )
 
 
