@@ -7,7 +7,6 @@ import asyncio
 import logging
 import os
 import sys
-import time
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -181,31 +180,47 @@ def main(argv: list[str] | None = None) -> int:
 
 def _broker(settings: Settings) -> int:
     import signal
+    import threading
 
     from storage.db import make_engine, make_session_factory, upgrade
     from storage.registry import device_password_hashes
 
     from .broker import BrokerError, EmbeddedBroker
+    from .supervise import BrokerChild, Supervisor
 
     upgrade(settings.effective_database_url)
-    engine = make_engine(settings.effective_database_url)
-    with make_session_factory(engine)() as session:
-        hashes = device_password_hashes(session)
-    engine.dispose()
+
+    def device_hashes() -> list[tuple[str, str]]:
+        """The credentials of every device registered by now (read again at every restart)."""
+        engine = make_engine(settings.effective_database_url)
+        try:
+            with make_session_factory(engine)() as session:
+                return device_password_hashes(session)
+        finally:
+            engine.dispose()
+
     broker = EmbeddedBroker(settings.broker_dir, settings.embedded_mqtt_port)
     try:
-        broker.start(hashes)
+        broker.start(device_hashes())
     except BrokerError as exc:
         print(f"carealarm: {exc}", file=sys.stderr)
         return 1
+    supervisor = Supervisor(BrokerChild(broker, restart=lambda: broker.start(device_hashes())))
+    stopping = threading.Event()
+
+    def on_signal(_signum: int, _frame: object) -> None:
+        # A broker that ends from now on stays down: a terminal's Ctrl+C reaches Mosquitto too.
+        supervisor.stop_restarting()
+        stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    supervisor.start()
     print(f"carealarm: embedded broker on 127.0.0.1:{settings.embedded_mqtt_port}; Ctrl+C stops", flush=True)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        while broker.process is not None and broker.process.poll() is None:
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        pass
+        stopping.wait()
     finally:
+        supervisor.stop()
         broker.stop()
     return 0
 

@@ -30,12 +30,17 @@ from storage.service_runs import keep_beating
 from .broker import SERVICE_USER, BrokerError, EmbeddedBroker, TlsListener, reload_running, service_password
 from .mqtt import HINT_ALERTS, HINT_EVENTS, Hints, MqttConfig
 from .settings import Settings
+from .supervise import BrokerChild, Supervisor
 
 __all__ = ["ALL_COMPONENTS", "RunOptions", "run"]
 
 log = logging.getLogger("carealarm")
 
 ALL_COMPONENTS = frozenset({"gateway", "monitor", "central"})
+# How long the components get to stop by themselves after Ctrl+C or SIGTERM before the stragglers are
+# cancelled: a clean stop of everything takes about 0.7 s; a paho client whose broker has gone (Ctrl+C at a
+# terminal reaches Mosquitto too) needs up to 1 s. The supervisor (systemd, compose) waits 10 s or more.
+STOP_GRACE_S = 1.5
 
 
 @dataclass
@@ -64,9 +69,17 @@ def _now_ms() -> int:
 async def run(settings: Settings, options: RunOptions) -> None:
     """Start the chosen components, block until SIGINT/SIGTERM, then stop them in reverse order."""
     stop = asyncio.Event()
+    supervisor: Supervisor | None = None  # restarts the embedded broker; its `health` says how it is doing
+
+    def on_signal() -> None:
+        """Stop everything; a broker that ends from now on stays down (a terminal's Ctrl+C reaches it too)."""
+        stop.set()
+        if supervisor is not None:
+            supervisor.stop_restarting()
+
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
 
     db_url = settings.effective_database_url
     if options.migrate:
@@ -101,6 +114,15 @@ async def run(settings: Settings, options: RunOptions) -> None:
             broker.start(hashes)
         except BrokerError as exc:
             raise SystemExit(f"carealarm: {exc}") from None
+
+        def restart_broker() -> None:
+            """Start the broker again with the credentials of every device registered by now."""
+            with sessions() as session:
+                hashes = device_password_hashes(session)
+            broker.start(hashes)
+
+        supervisor = Supervisor(BrokerChild(broker, restart=restart_broker))
+        supervisor.start()
         mqtt = MqttConfig.from_url(broker.url)
     else:
         # A component started alone joins the embedded broker that `carealarm run` (or `carealarm broker`)
@@ -174,6 +196,8 @@ async def run(settings: Settings, options: RunOptions) -> None:
         )
         if broker is not None:  # an external broker needs `carealarm broker-export` instead
             app.state.on_device_added = lambda hashes: reload_running(settings.broker_dir, hashes)
+        if supervisor is not None:  # /healthz, the console and the metrics read `.health` (a BrokerHealth)
+            app.state.broker_supervisor = supervisor
         config = uvicorn.Config(
             app,
             host=settings.http_host,
@@ -235,16 +259,20 @@ async def run(settings: Settings, options: RunOptions) -> None:
     failure = done_early.result() if done_early in done and not stop.is_set() else None
     done_early.cancel()
     stop.set()
+    if supervisor is not None:  # also when a component failed: the broker is stopped below
+        supervisor.stop_restarting()
     log.info("stopping")
     if server is not None:
         server.should_exit = True
-    if tasks:
-        await asyncio.wait(tasks, timeout=10)
+    # Everything stops side by side: a paho client whose broker has gone takes up to 1 s to stop.
+    closing = [asyncio.create_task(asyncio.to_thread(hints.stop), name="hints")]
     if gateway is not None:
-        await asyncio.to_thread(gateway.stop)
-    hints.stop()
+        closing.append(asyncio.create_task(asyncio.to_thread(gateway.stop), name="gateway"))
+    await _stop_within([*tasks, *closing], STOP_GRACE_S)
     if metrics_server is not None:
         metrics_server.shutdown()
+    if supervisor is not None:
+        supervisor.stop()
     if broker is not None:
         broker.stop()
     engine.dispose()
@@ -273,6 +301,22 @@ def _both(first: Callable[[], None], second: Callable[[], None]) -> Callable[[],
 
 async def _discard(coro: Awaitable[object]) -> None:
     await coro
+
+
+async def _stop_within(tasks: list[asyncio.Task[None]], grace_s: float) -> None:
+    """Wait ``grace_s`` for ``tasks`` to end by themselves, then cancel the rest and say which."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(tasks, timeout=grace_s)
+    if pending:
+        log.warning(
+            "cancelling what did not stop within %.1f s: %s",
+            grace_s,
+            ", ".join(sorted(t.get_name() for t in pending)),
+        )
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending)
 
 
 async def _first_failure(tasks: list[asyncio.Task[None]]) -> str | None:
