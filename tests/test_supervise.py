@@ -368,19 +368,22 @@ def test_run_restarts_a_killed_broker_and_devices_connect_again(start: Callable[
     assert code == 0, service.log()[-3000:]
 
 
-def test_ctrl_c_stops_run_promptly_while_its_broker_is_down(start: Callable[..., Carealarm]) -> None:
-    """Ctrl+C (SIGINT) right after the broker was killed, with the simulated fleet running: `carealarm run`
-    exits with code 0 within 3.5 s (it ignored Ctrl+C for over 6 s)."""
+def test_ctrl_c_stops_run_promptly_after_its_broker_was_killed(start: Callable[..., Carealarm]) -> None:
+    """As reported: the broker of `carealarm run` (simulated fleet running) is killed, then Ctrl+C (SIGINT):
+    it exits with code 0 within 3 s (it ignored Ctrl+C for over 6 s) and leaves no broker behind."""
     service = start("run", "--demo", "--simulate", "--alarm-every", "3600")
     old = service.broker_pid()
     os.kill(old, signal.SIGKILL)
-    wait_for(lambda: _dead(old), 5, what="the broker to die")
+    # Ctrl+C once the broker listens again, or 3 s after the kill if it does not.
+    deadline = time.monotonic() + 3.0
+    while not (_dead(old) and _listening(service.mqtt_port)) and time.monotonic() < deadline:
+        time.sleep(0.05)
 
     code, took = service.interrupt()
 
-    print(f"\nrun: Ctrl+C with the broker down exits in {took:.2f} s")
+    print(f"\nrun: Ctrl+C after kill -9 of the broker exits in {took:.2f} s")
     assert code == 0, service.log()[-3000:]
-    assert took < 3.5, service.log()[-3000:]
+    assert took < 3.0, service.log()[-3000:]
     assert not _listening(service.mqtt_port), "a broker outlived carealarm run"
 
 
