@@ -190,22 +190,24 @@ def _broker(settings: Settings) -> int:
 
     upgrade(settings.effective_database_url)
 
-    def device_hashes() -> list[tuple[str, str]]:
-        """The credentials of every device registered by now (read again at every restart)."""
+    broker = EmbeddedBroker(settings.broker_dir, settings.embedded_mqtt_port)
+
+    def start_broker() -> None:
+        """Start Mosquitto with the credentials of every device registered by now (again at each restart)."""
         engine = make_engine(settings.effective_database_url)
         try:
             with make_session_factory(engine)() as session:
-                return device_password_hashes(session)
+                hashes = device_password_hashes(session)
         finally:
             engine.dispose()
+        broker.start(hashes)
 
-    broker = EmbeddedBroker(settings.broker_dir, settings.embedded_mqtt_port)
     try:
-        broker.start(device_hashes())
+        start_broker()
     except BrokerError as exc:
         print(f"carealarm: {exc}", file=sys.stderr)
         return 1
-    supervisor = Supervisor(BrokerChild(broker, restart=lambda: broker.start(device_hashes())))
+    supervisor = Supervisor(BrokerChild(broker, restart=start_broker))
     stopping = threading.Event()
 
     def on_signal(_signum: int, _frame: object) -> None:
