@@ -168,6 +168,9 @@ class Watchdog:
         self._m_probe_sent = Counter(
             "carealarm_probes_sent_total", "Probe alarms sent", registry=self.registry
         )
+        self._m_probe_lost = Counter(
+            "carealarm_probes_lost_total", "Probe alarms that never came back", registry=self.registry
+        )
         self._m_paged = Counter(
             "carealarm_chain_incidents_paged_total",
             "Broken-chain incidents the supervisor was paged for",
