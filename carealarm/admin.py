@@ -1,9 +1,11 @@
-"""Administration commands: provision clients, devices and users; maintenance windows; export the broker's
-auth files.
+"""Administration commands: provision, rotate and remove devices; clients and users; maintenance windows;
+the broker's initial accounts.
 
-``carealarm devices add`` prints the device's password once (only its hash is kept) and updates the broker:
-the embedded one is told to re-read its files at once; for an external Mosquitto, ``carealarm broker-export
---dir DIR`` writes the password and ACL files to install there.
+``carealarm devices add`` and ``rotate`` print a device's password once (only its hash is kept); ``add``,
+``rotate`` and ``remove`` then tell the broker over its dynamic-security plugin and wait for its answer, so
+the change holds at once, on the embedded broker as on an external one (``carealarm.broker``). An embedded
+broker that is not running loads every device from the database when it starts. ``carealarm broker-export
+--dir DIR`` writes the plugin's file for a new external broker.
 """
 
 from __future__ import annotations
@@ -11,10 +13,13 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import os
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -23,18 +28,29 @@ from sqlalchemy.orm import Session
 
 from monitor.policy import PolicyError, merge_policy
 from monitor.windows import WindowError, WindowInfo, WindowInvalid, create_window, end_window, list_windows
-from storage.db import make_engine, make_session_factory, upgrade
-from storage.models import User
+from storage.db import SessionFactory, make_engine, make_session_factory, upgrade
+from storage.models import Client, User
 from storage.registry import (
     DEVICE_KINDS,
     RegistryError,
     add_client,
     add_device,
     add_user,
-    device_password_hashes,
+    broker_accounts,
+    broker_client_id,
+    decommission_device,
+    rotate_device_password,
 )
 
-from .broker import mosquitto_hash, reload_running, write_auth_files
+from .broker import (
+    SERVICE_USER,
+    BrokerAdminError,
+    BrokerUnreachable,
+    DynsecAccounts,
+    dynsec_config,
+    mosquitto_hash,
+    service_password,
+)
 from .mqtt import MqttConfig
 from .settings import Settings
 
@@ -56,18 +72,45 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     c_add.add_argument("--address", default="")
     c_add.add_argument("--district", default="")
 
-    devices = sub.add_parser("devices", help="provision devices", description="Provision devices.")
+    devices = sub.add_parser(
+        "devices",
+        help="provision, rotate and remove devices",
+        description="Provision devices, give them new passwords, take them out of service. Each change "
+        "holds at the broker as soon as the command returns (its dynamic-security plugin).",
+    )
     d_sub = devices.add_subparsers(dest="action", required=True, metavar="ACTION")
     d_add = d_sub.add_parser(
         "add",
         help="provision a device with its own broker credentials",
-        description="Provision a device: its id is its MQTT user name; the password is printed once. The "
-        "embedded broker (if running) re-reads its password file at once.",
+        description="Provision a device: its id is its MQTT user name and the client id it must connect "
+        "with; the password is printed once. The broker lets it in at once.",
     )
     d_add.add_argument("device_id")
     d_add.add_argument("--client", type=int, required=True, metavar="CLIENT_ID")
     d_add.add_argument("--kind", required=True, choices=DEVICE_KINDS)
     d_add.add_argument("--label", default="")
+    d_rotate = d_sub.add_parser(
+        "rotate",
+        help="give devices new broker passwords (the old ones are refused at once)",
+        description="Give each device a new broker password, printed once. The broker refuses the old "
+        "password at once and disconnects a device connected with it.",
+    )
+    d_rotate.add_argument("device_ids", nargs="+", metavar="DEVICE_ID")
+    d_rotate.add_argument(
+        "--fleet",
+        type=Path,
+        metavar="FILE",
+        help="write the new passwords into this simulator credentials file instead of printing them "
+        "(e.g. var/fleet.json for the demo's simulated fleet)",
+    )
+    d_remove = d_sub.add_parser(
+        "remove",
+        help="decommission a device: the broker refuses it at once, its history is kept",
+        description="Take a device out of service: the broker refuses it at once (and disconnects it if "
+        "connected); its events and alerts are kept; no alert is raised about its silence. Its id is not "
+        "given out again.",
+    )
+    d_remove.add_argument("device_id")
 
     users = sub.add_parser("users", help="manage console users", description="Manage console users.")
     u_sub = users.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -137,9 +180,11 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
     export = sub.add_parser(
         "broker-export",
-        help="write Mosquitto password and ACL files for an external broker",
-        description="Write passwd and acl for a production Mosquitto: the service user (password from "
-        "CAREALARM_MQTT_URL) and every provisioned device. Install them and SIGHUP the broker.",
+        help="write the dynamic-security file for a new external Mosquitto",
+        description="Write DIR/dynamic-security.json for Mosquitto's dynamic-security plugin: the service "
+        "account (password from CAREALARM_MQTT_URL) as its admin, every device with its own role and client "
+        "id. Install it before the broker's first start with the plugin; from then on carealarm changes the "
+        "accounts at run time (docs/operations.md).",
     )
     export.add_argument("--dir", type=Path, required=True)
 
@@ -153,23 +198,14 @@ def run_admin(args: argparse.Namespace, settings: Settings) -> int:
     sessions = make_session_factory(engine)
     now_ms = int(time.time() * 1000)
     try:
+        if args.command == "devices":
+            return _devices(args, settings, sessions, now_ms)
         with sessions.begin() as session:
             if args.command == "clients":
                 client = add_client(
                     session, name=args.name, address=args.address, district=args.district, now_ms=now_ms
                 )
                 print(f"client {client.id}: {client.name}")
-            elif args.command == "devices":
-                device, password = add_device(
-                    session,
-                    device_id=args.device_id,
-                    client_id=args.client,
-                    kind=args.kind,
-                    label=args.label,
-                    now_ms=now_ms,
-                )
-                print(f"device {device.id} provisioned for client {device.client_id}")
-                print(f"MQTT user name: {device.id}\nMQTT password:  {password}   (shown once; keep it safe)")
             elif args.command == "policy":
                 _policy(session, args, now_ms)
             elif args.command == "windows":
@@ -189,25 +225,142 @@ def run_admin(args: argparse.Namespace, settings: Settings) -> int:
                 )
                 user.email = args.email
                 print(f"user {user.username} ({user.role}) added")
-            hashes = device_password_hashes(session)
+            accounts = broker_accounts(session)
     except (RegistryError, PolicyError, WindowError) as exc:
         print(f"carealarm: {exc}", file=sys.stderr)
         return 1
     finally:
         engine.dispose()
-    if args.command == "devices":
-        _update_broker(settings, hashes)
     if args.command == "broker-export":
         if not settings.mqtt_url:
             print("carealarm: set CAREALARM_MQTT_URL (its password is the service user's)", file=sys.stderr)
             return 2
         service = MqttConfig.from_url(settings.mqtt_url)
-        write_auth_files(args.dir, mosquitto_hash(service.password or ""), hashes)
+        if service.username != SERVICE_USER:
+            print(f"carealarm: the service's broker user must be {SERVICE_USER}", file=sys.stderr)
+            return 2
+        args.dir.mkdir(parents=True, exist_ok=True)
+        path = args.dir / "dynamic-security.json"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as fh:
+            json.dump(dynsec_config(mosquitto_hash(service.password or ""), accounts), fh, indent=1)
         print(
-            f"wrote {args.dir / 'passwd'} ({len(hashes)} devices) and {args.dir / 'acl'}; "
-            "install them and send the broker SIGHUP"
+            f"wrote {path} ({len(accounts)} devices); install it as the plugin's config file before the "
+            "broker's first start with the plugin (docs/operations.md)"
         )
     return 0
+
+
+def _devices(args: argparse.Namespace, settings: Settings, sessions: SessionFactory, now_ms: int) -> int:
+    """Provision, rotate or remove devices: the database first, then the broker, which is waited for."""
+    broker = DynsecAccounts(_service_mqtt(settings))
+    try:
+        if args.action == "add":
+            with sessions.begin() as session:
+                device, password = add_device(
+                    session,
+                    device_id=args.device_id,
+                    client_id=args.client,
+                    kind=args.kind,
+                    label=args.label,
+                    now_ms=now_ms,
+                )
+                client_id = broker_client_id(device.id, device.kind)
+            print(f"device {device.id} provisioned for client {device.client_id}")
+            print(f"MQTT user name: {device.id}\nMQTT password:  {password}   (shown once; keep it safe)")
+            print(f"MQTT client id: {client_id or 'any'}")
+            return _tell_broker(
+                settings,
+                lambda: broker.put(device.id, password, client_id=client_id),
+                f"the broker lets {device.id} in now",
+                f"once the broker answers, `carealarm devices rotate {device.id}` gives the device a "
+                "password the broker knows too",
+            )
+        if args.action == "rotate":
+            with sessions.begin() as session:
+                rotated = []
+                for device_id in dict.fromkeys(args.device_ids):
+                    device, password = rotate_device_password(session, device_id=device_id)
+                    client = session.get(Client, device.client_id)
+                    rotated.append((device, password, client.name if client else ""))
+            if args.fleet:
+                _write_fleet(args.fleet, [(d.id, p, d.kind, name) for d, p, name in rotated])
+                print(f"wrote the new passwords of {len(rotated)} devices to {args.fleet}")
+            else:
+                for device, password, _name in rotated:
+                    print(f"{device.id}: new MQTT password {password}   (shown once; keep it safe)")
+            code = 0
+            for device, password, _name in rotated:
+                code |= _tell_broker(
+                    settings,
+                    partial(
+                        broker.set_password,
+                        device.id,
+                        password,
+                        client_id=broker_client_id(device.id, device.kind),
+                    ),
+                    f"the broker refuses the old password of {device.id} from now on",
+                    f"the broker still takes the old password of {device.id}: rotate it again once the "
+                    "broker answers",
+                )
+            return code
+        with sessions.begin() as session:
+            device, now = decommission_device(session, device_id=args.device_id, now_ms=now_ms)
+        print(
+            f"device {device.id} {'decommissioned' if now else 'was decommissioned already'}; its events "
+            "and alerts are kept"
+        )
+        return _tell_broker(
+            settings,
+            lambda: broker.revoke(device.id),
+            f"the broker refuses {device.id} from now on (a connected one was disconnected)",
+            f"the broker still lets {device.id} in: run `carealarm devices remove {device.id}` again once it "
+            "answers",
+        )
+    except RegistryError as exc:
+        print(f"carealarm: {exc}", file=sys.stderr)
+        return 1
+
+
+def _service_mqtt(settings: Settings) -> MqttConfig:
+    """The services' broker account: CAREALARM_MQTT_URL's, or the embedded broker's."""
+    if settings.mqtt_url:
+        ca = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
+        return MqttConfig.from_url(settings.mqtt_url, ca_file=ca)
+    return MqttConfig(
+        "127.0.0.1", settings.embedded_mqtt_port, SERVICE_USER, service_password(settings.broker_dir)
+    )
+
+
+def _tell_broker(settings: Settings, change: Callable[[], None], done: str, otherwise: str) -> int:
+    """Make the change at the broker; say what holds now. 3 when an external broker was not told."""
+    try:
+        change()
+    except BrokerUnreachable as exc:
+        if not settings.mqtt_url:
+            print(
+                f"the embedded broker is not running ({exc}); it loads every device from the database "
+                "when it starts"
+            )
+            return 0
+        print(f"carealarm: the broker was not told: {exc}; {otherwise}", file=sys.stderr)
+        return 3
+    except BrokerAdminError as exc:
+        print(f"carealarm: the broker was not told: {exc}; {otherwise}", file=sys.stderr)
+        return 3
+    print(done)
+    return 0
+
+
+def _write_fleet(path: Path, rotated: list[tuple[str, str, str, str]]) -> None:
+    """Put new passwords into a simulator credentials file, keeping its other devices."""
+    from devices.simulator.device import Credentials
+    from devices.simulator.fleet import load_fleet, save_fleet
+
+    fleet = {c.device_id: c for c in (load_fleet(path) if path.exists() else [])}
+    for device_id, password, kind, client_name in rotated:
+        fleet[device_id] = Credentials(device_id, password, kind, client_name)
+    save_fleet(path, sorted(fleet.values(), key=lambda c: c.device_id))
 
 
 def _policy(session: Session, args: argparse.Namespace, now_ms: int) -> None:
@@ -300,15 +453,6 @@ def _window_line(info: WindowInfo, tz: ZoneInfo) -> str:
         f"window {info.id} [{info.state}] {what}client {info.client_id} ({info.client_name}): "
         f"{at(info.starts_ms)} to {at(info.ends_ms)}, {info.reason}; {info.suppressed} alerts held back"
     )
-
-
-def _update_broker(settings: Settings, hashes: list[tuple[str, str]]) -> None:
-    if settings.mqtt_url:
-        print("external broker: run `carealarm broker-export --dir DIR`, install the files, SIGHUP Mosquitto")
-    elif reload_running(settings.broker_dir, hashes):
-        print("the embedded broker re-read its password file; the device can connect now")
-    else:
-        print("the embedded broker is not running; it will know the device at its next start")
 
 
 def _read_password(from_stdin: bool) -> str:

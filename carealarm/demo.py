@@ -1,23 +1,35 @@
-"""Demo data: a few clients of a Dutch home-care team, their devices and the care-station staff."""
+"""Demo data: a few clients of a Dutch home-care team, their devices and the care-station staff.
+
+Seeding happens once, into an empty database; a later start never touches the registry. In particular it
+never issues new broker passwords: every device (demo or not) keeps the one it was given. The simulated
+fleet's passwords are written to the fleet file when the demo devices are created and reused from there.
+"""
 
 from __future__ import annotations
 
 import logging
-import secrets
+import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from central.auth import hash_password
 from devices.simulator.device import Credentials
-from devices.simulator.fleet import save_fleet
+from devices.simulator.fleet import load_fleet, save_fleet
+from storage.db import SessionFactory
 from storage.models import Client, Device
-from storage.registry import add_client, add_device, add_user
+from storage.registry import add_client, add_device, add_user, broker_client_id
 
-from .broker import mosquitto_hash
+from .broker import BrokerAdminError, DynsecAccounts, verify_mosquitto_hash
+from .mqtt import MqttConfig
+from .settings import Settings
 
-__all__ = ["DEMO_USERS", "seed_demo"]
+__all__ = ["DEMO_USERS", "DemoSeed", "demo_device_ids", "seed_demo", "start_demo"]
+
+# An external broker that does not answer must not hold up the start for long (the demo runs without it).
+_EXTERNAL_BROKER_TIMEOUT_S = 3.0
 
 log = logging.getLogger(__name__)
 
@@ -40,61 +52,117 @@ _CLIENTS = (
 )
 
 
-def seed_demo(session: Session, fleet_file: Path, now_ms: int) -> bool:
-    """Create the demo registry if the database is empty; (re)write the simulator's credentials file.
+def _demo_devices() -> list[tuple[int, str, str, str]]:
+    """(client number, device id, kind, label) of every demo device."""
+    devices = []
+    for i, (_name, _address, _district, has_dispenser) in enumerate(_CLIENTS, start=1):
+        devices.append((i, f"btn-{i:03d}", "alarm_button", "Alarm pendant"))
+        if i <= 3:  # beeldzorg: a tablet for video contact with the care station
+            devices.append((i, f"tv-{i:03d}", "video", "Video tablet"))
+        if has_dispenser:
+            devices.append((i, f"med-{i:03d}", "dispenser", "Medication dispenser"))
+    return devices
 
-    Returns True when the registry was created now.
-    """
-    created = session.scalars(select(Client.id).limit(1)).first() is None
-    if created:
-        for username, password, display, role, district in DEMO_USERS:
-            add_user(
-                session,
-                username=username,
-                display_name=display,
-                role=role,
-                password_hash=hash_password(password),
-                district=district,
-                now_ms=now_ms,
-            )
-        for i, (name, address, district, has_dispenser) in enumerate(_CLIENTS, start=1):
-            client = add_client(session, name=name, address=address, district=district, now_ms=now_ms)
-            add_device(
-                session,
-                device_id=f"btn-{i:03d}",
-                client_id=client.id,
-                kind="alarm_button",
-                label="Alarm pendant",
-                now_ms=now_ms,
-            )
-            if i <= 3:  # beeldzorg: a tablet for video contact with the care station
-                add_device(
-                    session,
-                    device_id=f"tv-{i:03d}",
-                    client_id=client.id,
-                    kind="video",
-                    label="Video tablet",
-                    now_ms=now_ms,
-                )
-            if has_dispenser:
-                add_device(
-                    session,
-                    device_id=f"med-{i:03d}",
-                    client_id=client.id,
-                    kind="dispenser",
-                    label="Medication dispenser",
-                    now_ms=now_ms,
-                )
-        log.info("demo: created %d clients and %d users", len(_CLIENTS), len(DEMO_USERS))
-    # The simulator needs the devices' passwords, which the database does not keep: issue fresh ones.
-    creds = []
-    for device, client_name in session.execute(
-        select(Device, Client.name).join(Client, Client.id == Device.client_id).order_by(Device.id)
-    ):
-        password = secrets.token_urlsafe(12)
-        session.execute(
-            update(Device).where(Device.id == device.id).values(mqtt_password_hash=mosquitto_hash(password))
+
+def demo_device_ids() -> list[str]:
+    return [device_id for _i, device_id, _kind, _label in _demo_devices()]
+
+
+@dataclass(frozen=True)
+class DemoSeed:
+    """What ``seed_demo`` did, and whether the simulated fleet can run."""
+
+    created: bool  # the demo registry was created now
+    issued: tuple[Credentials, ...]  # the passwords issued now (only when created; also in the fleet file)
+    fleet_ready: bool  # the fleet file is there for the simulator
+    fleet_problem: str | None  # what is wrong with the fleet file and how to fix it (said at start)
+
+
+def start_demo(sessions: SessionFactory, settings: Settings, now_ms: int) -> bool:
+    """Seed the demo (``seed_demo``), tell an external broker of the devices created now, and say on
+    standard error what keeps the simulated fleet from running. Return whether its fleet file is there."""
+    fleet_file = settings.data_dir / "fleet.json"
+    with sessions.begin() as session:
+        seed = seed_demo(session, fleet_file, now_ms)
+    if seed.created and settings.mqtt_url:  # the embedded broker loads them from the database at its start
+        ca = str(settings.mqtt_ca_file) if settings.mqtt_ca_file else None
+        broker = DynsecAccounts(
+            MqttConfig.from_url(settings.mqtt_url, ca_file=ca), timeout_s=_EXTERNAL_BROKER_TIMEOUT_S
         )
-        creds.append(Credentials(device.id, password, device.kind, client_name))
+        try:
+            broker.put_many(
+                [(c.device_id, c.password, broker_client_id(c.device_id, c.kind)) for c in seed.issued]
+            )
+        except BrokerAdminError as exc:
+            print(
+                f"carealarm: the broker was not told of the demo devices: {exc}", file=sys.stderr, flush=True
+            )
+    if seed.fleet_problem:
+        print(f"carealarm: {seed.fleet_problem}", file=sys.stderr, flush=True)
+    return seed.fleet_ready
+
+
+def seed_demo(session: Session, fleet_file: Path, now_ms: int) -> DemoSeed:
+    """Create the demo registry and its fleet file if the database is empty; otherwise change nothing and
+    check that the fleet file's passwords are still the devices' own."""
+    if session.scalars(select(Client.id).limit(1)).first() is not None:
+        return _check_fleet(session, fleet_file)
+    for username, password, display, role, district in DEMO_USERS:
+        add_user(
+            session,
+            username=username,
+            display_name=display,
+            role=role,
+            password_hash=hash_password(password),
+            district=district,
+            now_ms=now_ms,
+        )
+    clients = [
+        add_client(session, name=name, address=address, district=district, now_ms=now_ms)
+        for name, address, district, _has_dispenser in _CLIENTS
+    ]
+    creds = []
+    for i, device_id, kind, label in _demo_devices():
+        client = clients[i - 1]
+        _device, password = add_device(
+            session, device_id=device_id, client_id=client.id, kind=kind, label=label, now_ms=now_ms
+        )
+        creds.append(Credentials(device_id, password, kind, client.name))
     save_fleet(fleet_file, creds)
-    return created
+    log.info("demo: created %d clients and %d users; fleet in %s", len(_CLIENTS), len(DEMO_USERS), fleet_file)
+    return DemoSeed(created=True, issued=tuple(creds), fleet_ready=True, fleet_problem=None)
+
+
+def _check_fleet(session: Session, fleet_file: Path) -> DemoSeed:
+    live = {
+        device.id: device
+        for device in session.scalars(select(Device).where(Device.decommissioned_ms.is_(None)))
+    }
+    if not fleet_file.exists():
+        ids = [device_id for device_id in demo_device_ids() if device_id in live]
+        return DemoSeed(
+            created=False,
+            issued=(),
+            fleet_ready=False,
+            fleet_problem=(
+                f"{fleet_file} is missing, and the database's devices keep their broker passwords (a start "
+                "never issues new ones), so the simulated fleet cannot run. To give the demo devices new "
+                "passwords and write them there: carealarm devices rotate "
+                f"{' '.join(ids) or 'DEVICE_ID ...'} --fleet {fleet_file}"
+            ),
+        )
+    stale = [
+        c.device_id
+        for c in load_fleet(fleet_file)
+        if c.device_id not in live
+        or not verify_mosquitto_hash(c.password, live[c.device_id].mqtt_password_hash)
+    ]
+    problem = None
+    if stale:
+        rotatable = " ".join(s for s in stale if s in live) or "..."
+        problem = (
+            f"the simulated devices {' '.join(stale)} cannot connect: their passwords in {fleet_file} are "
+            "not the ones in the database (rotated, removed, or another database). To give them new ones: "
+            f"carealarm devices rotate {rotatable} --fleet {fleet_file}"
+        )
+    return DemoSeed(created=False, issued=(), fleet_ready=True, fleet_problem=problem)

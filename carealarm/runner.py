@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import signal
@@ -27,7 +28,7 @@ from storage.db import make_engine, make_session_factory, schema_revision, upgra
 from storage.registry import device_password_hashes
 from storage.service_runs import keep_beating
 
-from .broker import SERVICE_USER, BrokerError, EmbeddedBroker, TlsListener, reload_running, service_password
+from .broker import SERVICE_USER, BrokerError, DynsecAccounts, EmbeddedBroker, TlsListener, service_password
 from .mqtt import HINT_ALERTS, HINT_EVENTS, Hints, MqttConfig
 from .settings import Settings
 from .supervise import BrokerChild, Supervisor
@@ -97,10 +98,11 @@ async def run(settings: Settings, options: RunOptions) -> None:
     if options.demo:
         if settings.env == "production":
             raise SystemExit("refusing to seed demo users and devices in production")
-        from .demo import seed_demo
+        from .demo import start_demo
 
-        with sessions.begin() as session:
-            seed_demo(session, settings.data_dir / "fleet.json", _now_ms())
+        # Seeds only an empty database: existing devices keep their passwords, the fleet file is reused.
+        if not start_demo(sessions, settings, _now_ms()) and options.simulate:
+            options = dataclasses.replace(options, simulate=False)
 
     broker: EmbeddedBroker | None = None
     if settings.mqtt_url:
@@ -194,8 +196,8 @@ async def run(settings: Settings, options: RunOptions) -> None:
             public_url=settings.public_url or f"http://{settings.http_host}:{settings.http_port}",
             mqtt=mqtt,
         )
-        if broker is not None:  # an external broker needs `carealarm broker-export` instead
-            app.state.on_device_added = lambda hashes: reload_running(settings.broker_dir, hashes)
+        # Device changes reach whichever broker the service uses, at once (its dynamic-security plugin).
+        app.state.device_accounts = DynsecAccounts(mqtt)
         if supervisor is not None:  # /healthz, the console and the metrics read `.health` (a BrokerHealth)
             app.state.broker_supervisor = supervisor
         config = uvicorn.Config(

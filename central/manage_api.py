@@ -2,15 +2,18 @@
 
 Who may do what (the choice, and why):
 
-- supervisors and admins: list and edit clients, list devices and users, change medication schedules and
-  the duty roster — the daily running of the care station, done by its supervisors;
-- admins only: provision devices (that creates broker credentials) and add users (a supervisor who could
-  add users could make themselves an admin).
+- supervisors and admins: list and edit clients, list devices and users, decommission devices, change
+  medication schedules and the duty roster — the daily running of the care station, done by its
+  supervisors;
+- admins only: provision devices and rotate their passwords (that creates broker credentials) and add users
+  (a supervisor who could add users could make themselves an admin).
 
-A new device's broker password is returned once. ``app.state.on_device_added`` (optional), called with
-every device's ``(id, password hash)`` after a device is added, lets the embedded broker re-read its
-password file. A schedule change is sent to the client's dispenser as a ``set_schedule`` command on the
-broker of ``app.state.calls_config.mqtt`` and shows as awaiting confirmation until the device's cmdack.
+A device's broker password is returned once (at provisioning and at each rotation). Each device change is
+made in the database, then at the broker through ``app.state.device_accounts`` (a ``DeviceAccounts``; the
+runner gives ``carealarm.broker.DynsecAccounts``), which returns once the broker holds it; the answer says
+whether it did (``broker_updated``). A schedule change is sent to the client's dispenser as a
+``set_schedule`` command on the broker of ``app.state.calls_config.mqtt`` and shows as awaiting
+confirmation until the device's cmdack.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -37,7 +41,9 @@ from storage.registry import (
     add_client,
     add_device,
     add_user,
-    device_password_hashes,
+    broker_client_id,
+    decommission_device,
+    rotate_device_password,
 )
 
 from .auth import ROLES, SignedInUser, hash_password
@@ -46,7 +52,7 @@ from .commands import command_state, latest_command, mark_not_sent, new_command,
 from .ids import BodyId, PathId
 from .routes import current_user
 
-__all__ = ["ADMIN_ROLES", "MANAGER_ROLES", "router"]
+__all__ = ["ADMIN_ROLES", "MANAGER_ROLES", "DeviceAccounts", "router"]
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +164,24 @@ def _client(session: Session, client_id: int) -> Client:
 # -- devices ------------------------------------------------------------------------------------------
 
 
+class DeviceAccounts(Protocol):
+    """The broker's side of a device change; each call returns once the broker holds it, or raises."""
+
+    def put(self, device_id: str, password: str, *, client_id: str | None) -> None: ...
+
+    def set_password(self, device_id: str, password: str, *, client_id: str | None) -> None: ...
+
+    def revoke(self, device_id: str) -> None: ...
+
+
 class DeviceBody(BaseModel):
     device_id: str = Field(pattern=_ID, description="its MQTT user name: 1-64 of A-Z a-z 0-9 _ . : -")
     client_id: BodyId
     kind: str = Field(description=f"one of {', '.join(DEVICE_KINDS)}")
     label: str = Field(default="", max_length=200)
+
+
+DeviceId = Annotated[str, PathParam(pattern=_ID, description="the device id (its MQTT user name)")]
 
 
 def _device_view(device: Device) -> dict[str, Any]:
@@ -174,12 +193,34 @@ def _device_view(device: Device) -> dict[str, Any]:
         "online": device.online,
         "last_seen_ms": device.last_seen_ms,
         "battery": device.battery,
+        "decommissioned_ms": device.decommissioned_ms,
     }
+
+
+def _credentials_view(device: Device, password: str) -> dict[str, Any]:
+    return {
+        "mqtt_username": device.id,
+        "mqtt_client_id": broker_client_id(device.id, device.kind),  # None: any
+        "password": password,
+    }
+
+
+def _tell_broker(request: Request, what: str, change: Callable[[DeviceAccounts], None]) -> dict[str, Any]:
+    """Make the change at the broker; say whether it holds there (None: this API has no broker)."""
+    accounts: DeviceAccounts | None = getattr(request.app.state, "device_accounts", None)
+    if accounts is None:
+        return {"broker_updated": None, "broker_detail": "no broker is configured for this API"}
+    try:
+        change(accounts)
+    except Exception as exc:  # the port's own errors are the roof's (carealarm.broker); any failure counts
+        log.error("manage: the broker was not told of %s: %s", what, exc)
+        return {"broker_updated": False, "broker_detail": str(exc)}
+    return {"broker_updated": True, "broker_detail": None}
 
 
 @router.get("/api/manage/devices")
 def list_devices(request: Request, _user: Manager) -> list[dict[str, Any]]:
-    """Every device with its client and liveness."""
+    """Every device with its client and liveness (decommissioned ones too, marked)."""
     with _ctx(request).sessions() as session:
         return [_device_view(d) for d in session.scalars(select(Device).order_by(Device.id))]
 
@@ -198,21 +239,49 @@ def provision_device(body: DeviceBody, request: Request, _user: Admin) -> dict[s
                 label=body.label,
                 now_ms=ctx.clock_ms(),
             )
-            view = _device_view(device)
-            hashes = device_password_hashes(session)
+            view = {**_device_view(device), **_credentials_view(device, password)}
     except RegistryError as exc:
         raise HTTPException(status_code=422, detail=str(exc)) from None
-    hook: Callable[[list[tuple[str, str]]], object] | None = getattr(
-        request.app.state, "on_device_added", None
+    client_id = view["mqtt_client_id"]
+    broker = _tell_broker(
+        request, f"new device {device.id}", lambda b: b.put(device.id, password, client_id=client_id)
     )
-    reloaded = None
-    if hook is not None:
-        try:
-            reloaded = bool(hook(hashes))
-        except Exception:  # the device exists now; a broker that missed it is fixed by a restart
-            log.exception("manage: on_device_added failed for %s", body.device_id)
-            reloaded = False
-    return {**view, "mqtt_username": device.id, "password": password, "broker_reloaded": reloaded}
+    return {**view, **broker}
+
+
+@router.post("/api/manage/devices/{device_id}/rotate")
+def rotate_device(device_id: DeviceId, request: Request, _user: Admin) -> dict[str, Any]:
+    """Give a device a new broker password (in this answer only); the broker refuses the old one at once."""
+    ctx = _ctx(request)
+    try:
+        with ctx.sessions.begin() as session:
+            if session.get(Device, device_id) is None:
+                raise HTTPException(status_code=404, detail=f"no device {device_id}")
+            device, password = rotate_device_password(session, device_id=device_id)
+            view = {**_device_view(device), **_credentials_view(device, password)}
+    except RegistryError as exc:  # decommissioned
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    client_id = view["mqtt_client_id"]
+    broker = _tell_broker(
+        request,
+        f"the new password of {device_id}",
+        lambda b: b.set_password(device_id, password, client_id=client_id),
+    )
+    return {**view, **broker}
+
+
+@router.delete("/api/manage/devices/{device_id}")
+def decommission(device_id: DeviceId, request: Request, _user: Manager) -> dict[str, Any]:
+    """Take a device out of service: the broker refuses it at once (a connected one is disconnected), its
+    events and alerts are kept. Again on a decommissioned device, the broker is told again."""
+    ctx = _ctx(request)
+    try:
+        with ctx.sessions.begin() as session:
+            device, _now = decommission_device(session, device_id=device_id, now_ms=ctx.clock_ms())
+            view = _device_view(device)
+    except RegistryError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    return {**view, **_tell_broker(request, f"the removal of {device_id}", lambda b: b.revoke(device_id))}
 
 
 # -- medication schedules -----------------------------------------------------------------------------

@@ -74,7 +74,8 @@ class Device(Base):
     client_id: Mapped[int] = mapped_column(ForeignKey("clients.id"), index=True)
     kind: Mapped[str] = mapped_column(String(32))  # alarm_button | dispenser | video
     label: Mapped[str] = mapped_column(String(200), default="")
-    # Mosquitto's PBKDF2-SHA512 line format, so the broker's password file can be rebuilt from here.
+    # Mosquitto's $7$ PBKDF2-SHA512 hash: the embedded broker's accounts are rebuilt from it at every start
+    # ('' once decommissioned).
     mqtt_password_hash: Mapped[str] = mapped_column(String(200), default="")
     created_ms: Mapped[int] = mapped_column(BigInteger)
     last_seen_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -85,6 +86,9 @@ class Device(Base):
     firmware: Mapped[str | None] = mapped_column(String(64), nullable=True)
     signal: Mapped[int | None] = mapped_column(Integer, nullable=True)
     online_changed_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    # Set when the device was taken out of service: the broker refuses it, its history stays, no alert
+    # is raised about its silence; its id is not given out again.
+    decommissioned_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class User(Base):

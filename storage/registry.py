@@ -1,4 +1,8 @@
-"""The registry: clients, devices with their broker credentials, and console users."""
+"""The registry: clients, devices with their broker credentials, and console users.
+
+A device is never deleted: decommissioning marks it (``decommissioned_ms``) and clears its password hash, so
+its events and alerts stay with it while the broker refuses it. Its id is not given out again.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,22 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from carealarm.broker import mosquitto_hash
+from carealarm.broker import SERVICE_USER, DeviceAccount, mosquitto_hash
 
 from .models import Client, Device, User
 
-__all__ = ["DEVICE_KINDS", "RegistryError", "add_client", "add_device", "add_user", "device_password_hashes"]
+__all__ = [
+    "DEVICE_KINDS",
+    "RegistryError",
+    "add_client",
+    "add_device",
+    "add_user",
+    "broker_accounts",
+    "broker_client_id",
+    "decommission_device",
+    "device_password_hashes",
+    "rotate_device_password",
+]
 
 DEVICE_KINDS = ("alarm_button", "dispenser", "video")
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
@@ -44,13 +59,19 @@ def add_device(
         raise RegistryError(
             "device id must be 1-64 characters of A-Z a-z 0-9 _ . : - (and start alphanumeric)"
         )
+    if device_id.lower().startswith(SERVICE_USER):
+        # The id is the device's MQTT user name and client id: the service's own connections are
+        # carealarm-…, and a device must never share a name with one of them.
+        raise RegistryError(f"device ids starting with '{SERVICE_USER}' are reserved for the service")
     if kind not in DEVICE_KINDS:
         raise RegistryError(f"device kind must be one of {', '.join(DEVICE_KINDS)}")
-    if session.get(Device, device_id) is not None:
-        raise RegistryError(f"device {device_id} exists already")
+    existing = session.get(Device, device_id)
+    if existing is not None:
+        gone = " (decommissioned; an id is not given out again)" if existing.decommissioned_ms else ""
+        raise RegistryError(f"device {device_id} exists already{gone}")
     if session.get(Client, client_id) is None:
         raise RegistryError(f"no client {client_id}")
-    password = password or secrets.token_urlsafe(18)
+    password = password or _new_password()
     device = Device(
         id=device_id,
         client_id=client_id,
@@ -62,6 +83,63 @@ def add_device(
     session.add(device)
     session.flush()
     return device, password
+
+
+def rotate_device_password(
+    session: Session, *, device_id: str, password: str | None = None
+) -> tuple[Device, str]:
+    """Give a device a new broker password; return it with the password (shown once)."""
+    device = _live_device(session, device_id)
+    password = password or _new_password()
+    device.mqtt_password_hash = mosquitto_hash(password)
+    session.flush()
+    return device, password
+
+
+def decommission_device(session: Session, *, device_id: str, now_ms: int) -> tuple[Device, bool]:
+    """Mark a device decommissioned (its history stays); return it and whether it was decommissioned now.
+
+    Decommissioning twice changes nothing here; the caller tells the broker again all the same.
+    """
+    device = session.get(Device, device_id)
+    if device is None:
+        raise RegistryError(f"no device {device_id}")
+    if device.decommissioned_ms is not None:
+        return device, False
+    device.decommissioned_ms = now_ms
+    device.mqtt_password_hash = ""
+    session.flush()
+    return device, True
+
+
+def broker_client_id(device_id: str, kind: str) -> str | None:
+    """The one MQTT client id the broker lets the device use: its id, so no device can take another's
+    session (nor a service connection's).
+
+    None (any client id) for a video tablet: its video endpoint connects a second time with the same account
+    as ``{id}-video`` (devices/video/runtime.py), and the plugin ties an account to one client id only.
+    """
+    return None if kind == "video" else device_id
+
+
+def broker_accounts(session: Session) -> list[DeviceAccount]:
+    """Every device as the broker must know it: enabled with its hash and client id, or refused when
+    decommissioned. Devices without a password (the service's own probe device) have no account."""
+    accounts = []
+    for device_id, kind, pw_hash, decommissioned_ms in session.execute(
+        select(Device.id, Device.kind, Device.mqtt_password_hash, Device.decommissioned_ms).order_by(
+            Device.id
+        )
+    ):
+        if decommissioned_ms is not None:
+            accounts.append(DeviceAccount(device_id, disabled=True))
+        elif pw_hash:
+            accounts.append(DeviceAccount(device_id, pw_hash, broker_client_id(device_id, kind)))
+    return accounts
+
+
+# The name `carealarm broker` (cli.py) and the benchmarks still use.
+device_password_hashes = broker_accounts
 
 
 def add_user(
@@ -89,6 +167,14 @@ def add_user(
     return user
 
 
-def device_password_hashes(session: Session) -> list[tuple[str, str]]:
-    """Every device's (id, broker password hash), for the broker's password file."""
-    return [(d, h) for d, h in session.execute(select(Device.id, Device.mqtt_password_hash)) if h]
+def _live_device(session: Session, device_id: str) -> Device:
+    device = session.get(Device, device_id)
+    if device is None:
+        raise RegistryError(f"no device {device_id}")
+    if device.decommissioned_ms is not None:
+        raise RegistryError(f"device {device_id} is decommissioned")
+    return device
+
+
+def _new_password() -> str:
+    return secrets.token_urlsafe(18)

@@ -12,7 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers import MqttProbe, service_config
 
-from carealarm.broker import EmbeddedBroker
+from carealarm.broker import DynsecAccounts, EmbeddedBroker
 from carealarm.mqtt import MqttConfig
 from central.app import CentralContext, create_app
 from central.auth import hash_password, verify_password
@@ -47,12 +47,7 @@ def api(sessions: SessionFactory, embedded_broker: EmbeddedBroker) -> Iterator[T
     )
     app = create_app(ctx)
     app.state.calls_config = CallsConfig(mqtt=service_config(embedded_broker))
-
-    def reload_broker(hashes: list[tuple[str, str]]) -> bool:
-        embedded_broker.reload(hashes)
-        return True
-
-    app.state.on_device_added = reload_broker
+    app.state.device_accounts = DynsecAccounts(service_config(embedded_broker))
     with TestClient(app) as client:
         yield client
 
@@ -97,12 +92,15 @@ def test_client_validation_errors_are_422(api: TestClient) -> None:
 def test_provisioned_device_connects_with_the_password_returned_once(
     api: TestClient, embedded_broker: EmbeddedBroker
 ) -> None:
-    """An admin provisions a device; the broker is reloaded and the returned password lets it connect."""
+    """An admin provisions a device; the broker holds it at once and the returned password (with the device id
+    as client id) lets it connect."""
     sign_in(api, "adm")
     device = provision(api)
-    assert device["broker_reloaded"] is True
+    assert (device["broker_updated"], device["mqtt_client_id"]) == (True, "disp-1")
     assert "password" not in api.get("/api/manage/devices").json()[0]
-    probe = MqttProbe(MqttConfig("127.0.0.1", embedded_broker.port, "disp-1", str(device["password"])))
+    probe = MqttProbe(
+        MqttConfig("127.0.0.1", embedded_broker.port, "disp-1", str(device["password"])), client_id="disp-1"
+    )
     try:
         assert probe.connected()
     finally:
@@ -116,6 +114,52 @@ def test_supervisor_may_not_provision_devices(api: TestClient) -> None:
         "/api/manage/devices", json={"device_id": "d9", "client_id": client_id(api), "kind": "dispenser"}
     )
     assert response.status_code == 403 and "admins only" in response.json()["detail"]
+
+
+def test_only_admins_rotate_and_managers_decommission(api: TestClient) -> None:
+    """Rotating creates broker credentials (admins only); decommissioning is the daily running of the station
+    (supervisors and admins); a care nurse does neither."""
+    sign_in(api, "adm")
+    provision(api)
+    sign_in(api, "sup")
+    rotate = api.post("/api/manage/devices/disp-1/rotate")
+    assert rotate.status_code == 403 and "admins only" in rotate.json()["detail"]
+    sign_in(api, "nurse")
+    assert api.delete("/api/manage/devices/disp-1").status_code == 403
+    sign_in(api, "sup")
+    removed = api.delete("/api/manage/devices/disp-1")
+    assert removed.status_code == 200 and removed.json()["decommissioned_ms"] == NOW
+    assert removed.json()["broker_updated"] is True
+
+
+def test_device_changes_name_the_device_or_say_why_not(api: TestClient) -> None:
+    """An unknown device is 404; a decommissioned one keeps its id (no reuse), cannot be rotated (409) and is
+    listed as decommissioned; removing it again is allowed (the broker is told again)."""
+    sign_in(api, "adm")
+    assert api.post("/api/manage/devices/nope/rotate").status_code == 404
+    assert api.delete("/api/manage/devices/nope").status_code == 404
+    provision(api)
+    assert api.delete("/api/manage/devices/disp-1").status_code == 200
+    again = api.delete("/api/manage/devices/disp-1")
+    assert again.status_code == 200 and again.json()["decommissioned_ms"] == NOW
+    rotate = api.post("/api/manage/devices/disp-1/rotate")
+    assert rotate.status_code == 409 and "decommissioned" in rotate.json()["detail"]
+    reuse = api.post(
+        "/api/manage/devices", json={"device_id": "disp-1", "client_id": client_id(api), "kind": "dispenser"}
+    )
+    assert reuse.status_code == 422 and "decommissioned" in reuse.json()["detail"]
+    assert [d["decommissioned_ms"] for d in api.get("/api/manage/devices").json()] == [NOW]
+
+
+def test_a_device_id_may_not_take_the_services_name(api: TestClient) -> None:
+    """carealarm… ids are the service's own connections (user name, client ids): refused for devices."""
+    sign_in(api, "adm")
+    for device_id in ("carealarm", "carealarm-gateway-gw1-alarms", "CareAlarm-x"):
+        response = api.post(
+            "/api/manage/devices",
+            json={"device_id": device_id, "client_id": client_id(api), "kind": "dispenser"},
+        )
+        assert response.status_code == 422 and "reserved" in response.json()["detail"], device_id
 
 
 def test_bad_device_is_422_with_the_registry_reason(api: TestClient) -> None:
@@ -138,7 +182,9 @@ def test_schedule_change_is_sent_to_the_dispenser_and_confirmed_by_its_cmdack(
     """PUT schedule publishes set_schedule on the device's cmd topic; it awaits confirmation until the ack."""
     sign_in(api, "adm")
     device = provision(api)
-    probe = MqttProbe(MqttConfig("127.0.0.1", embedded_broker.port, "disp-1", str(device["password"])))
+    probe = MqttProbe(
+        MqttConfig("127.0.0.1", embedded_broker.port, "disp-1", str(device["password"])), client_id="disp-1"
+    )
     try:
         assert probe.connected()
         probe.subscribe(command_topic("disp-1"))
