@@ -19,12 +19,13 @@ import uvicorn
 from central.app import CentralContext, create_app
 from central.calls.signalling import CallsConfig
 from central.feed import Broadcaster
+from central.watchdog import ProbeSender, Watchdog, ensure_probe_device
 from gateway.service import Gateway
 from monitor.channels import channels_from_settings
 from monitor.notifier import Notifier
 from monitor.service import Monitor
 from protocol.v1 import Command, command_topic, encode_command
-from storage.db import make_engine, make_session_factory, schema_revision, upgrade
+from storage.db import SessionFactory, make_engine, make_session_factory, schema_revision, upgrade
 from storage.registry import device_password_hashes
 from storage.service_runs import keep_beating
 
@@ -137,9 +138,10 @@ async def run(settings: Settings, options: RunOptions) -> None:
     tasks: list[asyncio.Task[None]] = []
     run_instance = f"{socket.gethostname()}/{os.getpid()}"
 
-    def record_run(component: str) -> None:
-        """Record the component's run in service_runs (the reports tell its downtime from a device's)."""
-        beating = keep_beating(sessions, component, run_instance, stop)
+    def record_run(component: str, state: Callable[[], dict[str, object]] | None = None) -> None:
+        """Record the component's run in service_runs, beating with what it says of itself (the reports
+        tell its downtime from a device's; the watchdog judges the chain from it)."""
+        beating = keep_beating(sessions, component, run_instance, stop, state=state)
         tasks.append(asyncio.create_task(beating, name=f"{component}-run"))
 
     gateway: Gateway | None = None
@@ -154,7 +156,7 @@ async def run(settings: Settings, options: RunOptions) -> None:
         )
         metrics_sources.append(gateway.metrics.render)
         await asyncio.to_thread(gateway.start)
-        record_run("gateway")
+        record_run("gateway", gateway.health_state)
     if "monitor" in options.components:
         try:
             channels = channels_from_settings(settings)
@@ -177,9 +179,22 @@ async def run(settings: Settings, options: RunOptions) -> None:
         hints.on(HINT_EVENTS, monitor.wake)
         tasks.append(asyncio.create_task(monitor.run(stop), name="monitor"))
         record_run("monitor")
+        if "central" not in options.components:
+            # Central cannot report its own death: the monitor's process watches it and pages once.
+            central_watch = Watchdog(
+                sessions=sessions,
+                publish=lambda _message: None,
+                channels=channels,
+                page_after_s=settings.watchdog_page_after_s,
+                expect=("central",),
+                scope="central",
+            )
+            tasks.append(asyncio.create_task(central_watch.run(stop), name="central-watch"))
     if "central" in options.components:
         broadcaster = Broadcaster(sessions, poll_interval_s=settings.poll_interval_s)
         hints.on(HINT_ALERTS, broadcaster.wake)
+        watchdog = _watchdog(settings, sessions, broadcaster, mqtt)
+        metrics_sources.append(watchdog.render_metrics)
         ctx = CentralContext(
             sessions=sessions,
             broadcaster=broadcaster,
@@ -189,6 +204,7 @@ async def run(settings: Settings, options: RunOptions) -> None:
             secure_cookies=settings.env == "production",
             metrics_sources=metrics_sources,
             timezone=settings.timezone,
+            watchdog=watchdog,
         )
         app = create_app(ctx)
         app.state.calls_config = CallsConfig(
@@ -280,6 +296,29 @@ async def run(settings: Settings, options: RunOptions) -> None:
     engine.dispose()
     if failure:
         raise SystemExit(f"carealarm: {failure}")
+
+
+def _watchdog(
+    settings: Settings, sessions: SessionFactory, broadcaster: Broadcaster, mqtt: MqttConfig
+) -> Watchdog:
+    """Central's watchdog with the end-to-end probe on the service's own MQTT account."""
+    with sessions.begin() as session:
+        ensure_probe_device(session, _now_ms())
+    try:
+        channels = channels_from_settings(settings)
+    except ValueError as exc:
+        raise SystemExit(f"carealarm: notification settings: {exc}") from None
+    watchdog = Watchdog(
+        sessions=sessions,
+        publish=broadcaster.publish,
+        probe=ProbeSender(mqtt) if settings.probe_interval_s > 0 else None,
+        probe_interval_s=settings.probe_interval_s,
+        probe_late_s=settings.probe_late_s,
+        channels=channels,
+        page_after_s=settings.watchdog_page_after_s,
+    )
+    broadcaster.on_probe = watchdog.feed_saw_probe
+    return watchdog
 
 
 def remind_command(dose_id: str) -> Command:
