@@ -105,7 +105,8 @@ def start_demo(sessions: SessionFactory, settings: Settings, now_ms: int) -> boo
 def seed_demo(session: Session, fleet_file: Path, now_ms: int) -> DemoSeed:
     """Create the demo registry and its fleet file if the database is empty; otherwise change nothing and
     check that the fleet file's passwords are still the devices' own."""
-    if session.scalars(select(Client.id).limit(1)).first() is not None:
+    # The service's own probe client does not make a database non-empty.
+    if session.scalars(select(Client.id).where(Client.system.is_(False)).limit(1)).first() is not None:
         return _check_fleet(session, fleet_file)
     for username, password, display, role, district in DEMO_USERS:
         add_user(

@@ -311,7 +311,10 @@ def uptime(request: Request, user: ReportUser, span: Window, format: Format = "j
     now_ms = ctx.clock_ms()
     with ctx.sessions() as session:
         devices = session.execute(
-            select(Device, Client.name).join(Client, Client.id == Device.client_id).order_by(Device.id)
+            select(Device, Client.name)
+            .join(Client, Client.id == Device.client_id)
+            .where(Client.system.is_(False))  # not the service's own probe device
+            .order_by(Device.id)
         ).all()
         transitions = _status_transitions(session, since_ms, until_ms)
         down = calc.service_down_periods(

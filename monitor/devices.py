@@ -181,6 +181,8 @@ def _candidates(book: PolicyBook, device_alerts: set[str], now_ms: int) -> Selec
     c = Device.__table__.c
     interval_ms = func.coalesce(c.heartbeat_interval_s, org.default_heartbeat_s) * 1000
     return select(Device).where(
+        Device.decommissioned_ms.is_(None),  # a device taken out of service is never missed
+        Device.kind != "probe",  # the service's own probe device sends alarms only, no heartbeats
         or_(
             Device.client_id.in_(book.clients_with_overrides or {-1}),
             and_(
