@@ -4,15 +4,23 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup system-packages system-packages-demo lint clean bench
+.PHONY: demo test setup system-packages system-packages-demo lint clean bench care-day
+
+# `make demo FLEET=off` runs the demo without its own simulated fleet, to play `make care-day` against it.
+FLEET ?= on
+SEED  ?= 1
 
 demo: system-packages-demo $(STAMP)
 	@echo ""
 	@echo "  carealarm demo: console at http://127.0.0.1:8000"
 	@echo "  sign in as  nurse / nurse  (care-station nurse; also supervisor / supervisor)"
-	@echo "  a simulated client presses an alarm within seconds; Ctrl+C stops"
+	@echo "  $(if $(filter off,$(FLEET)),no simulated fleet: run 'make care-day' in a second terminal,a simulated client presses an alarm within seconds); Ctrl+C stops"
 	@echo ""
-	CAREALARM_DATA_DIR=var $(BIN)/carealarm run --demo --simulate --alarm-every 45
+	CAREALARM_DATA_DIR=var $(BIN)/carealarm run --demo $(if $(filter off,$(FLEET)),,--simulate --alarm-every 45)
+
+# A compressed care-station day with every case the console must handle (against `make demo FLEET=off`).
+care-day: $(STAMP)
+	CAREALARM_DATA_DIR=var $(BIN)/carealarm simulate --scenario care-day --seed $(SEED)
 
 test: system-packages $(STAMP) lint
 	$(BIN)/pytest

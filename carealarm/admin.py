@@ -27,6 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from monitor.policy import PolicyError, merge_policy
+from monitor.store import resolve_device_alerts
 from monitor.windows import WindowError, WindowInfo, WindowInvalid, create_window, end_window, list_windows
 from storage.db import SessionFactory, make_engine, make_session_factory, upgrade
 from storage.models import Client, User
@@ -306,6 +307,7 @@ def _devices(args: argparse.Namespace, settings: Settings, sessions: SessionFact
             return code
         with sessions.begin() as session:
             device, now = decommission_device(session, device_id=args.device_id, now_ms=now_ms)
+            resolve_device_alerts(session, device.id, now_ms)
         print(
             f"device {device.id} {'decommissioned' if now else 'was decommissioned already'}; its events "
             "and alerts are kept"

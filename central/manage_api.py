@@ -32,7 +32,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from monitor.doses import replan_client
-from monitor.store import policy_for
+from monitor.store import policy_for, resolve_device_alerts
 from protocol.v1 import Command, ProtocolError, encode_command
 from storage.models import Client, Device, DutyShift, MedicationDose, User
 from storage.registry import (
@@ -129,7 +129,12 @@ def _client_view(client: Client) -> dict[str, Any]:
 def list_clients(request: Request, _user: Manager) -> list[dict[str, Any]]:
     """Every client, by name."""
     with _ctx(request).sessions() as session:
-        return [_client_view(c) for c in session.scalars(select(Client).order_by(Client.name, Client.id))]
+        return [
+            _client_view(c)
+            for c in session.scalars(
+                select(Client).where(Client.system.is_(False)).order_by(Client.name, Client.id)
+            )
+        ]
 
 
 @router.post("/api/manage/clients", status_code=201)
@@ -273,14 +278,18 @@ def rotate_device(device_id: DeviceId, request: Request, _user: Admin) -> dict[s
 @router.delete("/api/manage/devices/{device_id}")
 def decommission(device_id: DeviceId, request: Request, _user: Manager) -> dict[str, Any]:
     """Take a device out of service: the broker refuses it at once (a connected one is disconnected), its
-    events and alerts are kept. Again on a decommissioned device, the broker is told again."""
+    events and alerts are kept (its open device-state alerts are closed as ``device_removed``; alarms stay
+    for a person). Again on a decommissioned device, the broker is told again."""
     ctx = _ctx(request)
     try:
         with ctx.sessions.begin() as session:
             device, _now = decommission_device(session, device_id=device_id, now_ms=ctx.clock_ms())
+            closed = resolve_device_alerts(session, device_id, ctx.clock_ms())
             view = _device_view(device)
     except RegistryError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
+    if closed:
+        ctx.notify_alerts()
     return {**view, **_tell_broker(request, f"the removal of {device_id}", lambda b: b.revoke(device_id))}
 
 
@@ -310,7 +319,7 @@ class ScheduleBody(BaseModel):
 def _dispenser(session: Session, client_id: int) -> Device | None:
     return session.scalars(
         select(Device)
-        .where(Device.client_id == client_id, Device.kind == "dispenser")
+        .where(Device.client_id == client_id, Device.kind == "dispenser", Device.decommissioned_ms.is_(None))
         .order_by(Device.created_ms, Device.id)
         .limit(1)
     ).first()

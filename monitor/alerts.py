@@ -53,7 +53,15 @@ OUTCOMES: Final = frozenset(
     {"false_alarm", "talked_to_client", "nurse_sent", "emergency_services", "cancelled_by_client", "other"}
 )
 AUTOMATIC_OUTCOMES: Final = frozenset(
-    {"back_online", "power_restored", "battery_ok", "dose_taken_late", "nurse_arrived", "cancelled_by_client"}
+    {
+        "back_online",
+        "power_restored",
+        "battery_ok",
+        "dose_taken_late",
+        "nurse_arrived",
+        "cancelled_by_client",
+        "device_removed",
+    }
 )
 
 

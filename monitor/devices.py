@@ -194,5 +194,5 @@ def _candidates(book: PolicyBook, device_alerts: set[str], now_ms: int) -> Selec
             c.online.is_(False),  # offline devices are few; each is checked for an alert of its own
             c.battery <= org.battery_low_pct,
             Device.id.in_(device_alerts or {"~none"}),
-        )
+        ),
     )

@@ -60,6 +60,7 @@ __all__ = [
     "handle_pending_events",
     "open_alert",
     "policy_for",
+    "resolve_device_alerts",
     "resolve_key",
 ]
 
@@ -314,6 +315,33 @@ def resolve_key(session: Session, key: str, outcome: str, note: str, now_ms: int
     )
     session.add(AlertNote(alert_id=alert_id, user_id=None, at_ms=now_ms, text=note))
     return True
+
+
+def resolve_device_alerts(session: Session, device_id: str, now_ms: int) -> int:
+    """A device taken out of service: its own state alerts (offline, battery, ...) are closed; its
+    alarms are not — a person closes those. Return how many were closed."""
+    ids = list(
+        session.scalars(
+            select(Alert.id).where(
+                Alert.device_id == device_id, Alert.state != AlertState.RESOLVED, Alert.kind != "alarm"
+            )
+        )
+    )
+    for alert_id in ids:
+        apply_action(
+            session,
+            alert_id=alert_id,
+            action=Action.RESOLVE,
+            actor_id=None,
+            now_ms=now_ms,
+            outcome="device_removed",
+        )
+        session.add(
+            AlertNote(
+                alert_id=alert_id, user_id=None, at_ms=now_ms, text="The device was taken out of service"
+            )
+        )
+    return len(ids)
 
 
 def apply_action(

@@ -119,7 +119,8 @@ def _press_alarm(
     ]
     if with_credentials:
         fleet = {d["device_id"]: d for d in json.loads((service.data_dir / "fleet.json").read_text())}
-        cmd += ["-u", device_id, "-P", fleet[device_id]["password"]]
+        # A device's account is tied to its own client id (the broker refuses any other).
+        cmd += ["-i", device_id, "-u", device_id, "-P", fleet[device_id]["password"]]
     subprocess.run(cmd, check=True, timeout=10)
 
 
@@ -210,6 +211,8 @@ def test_production_parts_postgres_and_system_broker(
 
     engine = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://", 1))
     with engine.connect() as conn:
-        states = conn.execute(text("SELECT state, acknowledged_by IS NOT NULL FROM alerts WHERE kind = 'alarm'")).all()
+        states = conn.execute(
+            text("SELECT state, acknowledged_by IS NOT NULL FROM alerts WHERE kind = 'alarm'")
+        ).all()
     engine.dispose()
     assert [tuple(s) for s in states] == [("acknowledged", True)]

@@ -6,11 +6,13 @@ client with the device's own credentials), and the device's cmdack confirms it t
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
 from helpers import MqttProbe, service_config
+from sqlalchemy import select
 
 from carealarm.broker import DynsecAccounts, EmbeddedBroker
 from carealarm.mqtt import MqttConfig
@@ -324,3 +326,33 @@ def test_only_admins_add_users_and_nurses_manage_nothing(api: TestClient) -> Non
     sign_in(api, "nurse")
     response = api.get("/api/manage/clients")
     assert response.status_code == 403 and "supervisors and admins only" in response.json()["detail"]
+
+
+def test_a_removed_device_takes_its_state_alerts_with_it_but_never_an_alarm(sessions: SessionFactory) -> None:
+    """Decommissioning a button closes its offline alert (``device_removed``); its open alarm stays."""
+    from monitor.store import handle_pending_events, resolve_device_alerts
+    from storage.models import Alert, DeviceEvent
+    from storage.registry import add_client, add_device, decommission_device
+
+    with sessions.begin() as s:
+        client = add_client(s, name="Mevr. Bos", now_ms=1)
+        add_device(s, device_id="btn-rm", client_id=client.id, kind="alarm_button", now_ms=1)
+        for n, (kind, body) in enumerate((("alarm", {}), ("status", {"online": False}))):
+            s.add(
+                DeviceEvent(
+                    device_id="btn-rm",
+                    msg_id=f"m{n}",
+                    kind=kind,
+                    device_ts_ms=2,
+                    received_ms=2,
+                    payload=json.dumps(body),
+                )
+            )
+    with sessions.begin() as s:
+        handle_pending_events(s, 3)
+    with sessions.begin() as s:
+        decommission_device(s, device_id="btn-rm", now_ms=4)
+        assert resolve_device_alerts(s, "btn-rm", 4) == 1
+    with sessions() as s:
+        states = {a.kind: (a.state, a.outcome) for a in s.scalars(select(Alert))}
+    assert states == {"alarm": ("open", None), "offline": ("resolved", "device_removed")}

@@ -292,6 +292,8 @@ def test_missed_dose_reaches_console_and_district_nurse_then_late_dose_resolves(
                 "127.0.0.1",
                 "-p",
                 str(mqtt),
+                "-i",
+                "med-1",
                 "-u",
                 "med-1",
                 "-P",

@@ -82,7 +82,7 @@ def callee_for_client(session: Session, client_id: int) -> Callee | None:
     row = session.execute(
         select(Client.name, Device.id)
         .join(Device, Device.client_id == Client.id)
-        .where(Client.id == client_id, Device.kind == VIDEO_DEVICE_KIND)
+        .where(Client.id == client_id, Device.kind == VIDEO_DEVICE_KIND, Device.decommissioned_ms.is_(None))
         .order_by(Device.created_ms, Device.id)
     ).first()
     if row is None:
