@@ -546,6 +546,9 @@ class EmbeddedBroker:
                 stdout=log_fh,
                 stderr=log_fh,
                 preexec_fn=_die_with_parent,
+                # Its own process group: a Ctrl+C at the terminal (or systemd's SIGTERM to the group) reaches
+                # carealarm, which stops the broker last, in order — not the broker first, mid-shutdown.
+                process_group=0,
                 umask=0o077,  # the plugin rewrites its file (password hashes) at each change: keep it private
             )
         deadline = time.monotonic() + timeout_s
