@@ -1,12 +1,18 @@
-"""The gateway's pure core: sort a batch of received messages into what to store, track and refuse."""
+"""The gateway's pure core: sort a batch of received messages into what to store, track and refuse.
+
+Refused messages become dead letters, bounded twice over (``bound_dead_letters``): each keeps only the first
+``DEAD_LETTER_KEEP_BYTES`` of its payload (with the whole payload's size and SHA-256), and a device has at
+most ``DEAD_LETTERS_PER_HOUR`` of them stored per clock hour; its further refusals in that hour are counted,
+per reason, on one summary row each.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterable, Mapping, Set
+from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from protocol.v1 import (
     Alarm,
@@ -24,13 +30,19 @@ from protocol.v1 import (
 from .limits import judge_clock
 
 __all__ = [
+    "DEAD_LETTERS_PER_HOUR",
+    "DEAD_LETTER_KEEP_BYTES",
+    "DEAD_LETTER_WINDOW_MS",
+    "RETAINABLE_KINDS",
     "REUSED_PREFIX",
     "Inbound",
     "Key",
+    "Overflow",
     "Plan",
     "Reject",
     "Reuse",
     "StoredEvent",
+    "bound_dead_letters",
     "judge_reuse",
     "plan_batch",
     "priority_of",
@@ -44,6 +56,23 @@ Key = tuple[str, str]  # (device id, msg_id): what an event is stored under
 REUSED_PREFIX = "~reused-"
 # 40 hex digits (160 bits) of SHA-256: no two alarms of one device share one, and the id fits msg_id's 64.
 _REUSED_HASH_HEX = 40
+
+# The one kind a device may publish retained (protocol v1 §5): its last online/offline word. Any other
+# retained message would be replayed to the gateway at every subscribe (every restart), so it is refused
+# with ``retained`` and cleared from the broker.
+RETAINABLE_KINDS: Final = frozenset({"status"})
+
+# What a dead letter keeps of a refused payload: as much as a valid message may hold (protocol v1
+# MAX_PAYLOAD_BYTES), enough to read what a broken device sent; the size and SHA-256 say the rest.
+DEAD_LETTER_KEEP_BYTES: Final = 4096
+# Dead letters stored per device and clock hour. A device that is only misconfigured is refused each event
+# once (then it stops resending), or each heartbeat if those are broken (12-120 an hour, all alike): twenty
+# examples of a failure are plenty to diagnose it, and the count says how often it happened. A broken or
+# hostile device may be refused 18,000 times an hour (the rate limit, 5/s): beyond twenty its refusals are
+# only counted, so it costs at most 20 dead letters of 4.6 KB (SQLite) to 6.2 KB (PostgreSQL) an hour,
+# ~3 MB a day, instead of all it sends (60 x 1 MB a minute took 98 MB).
+DEAD_LETTERS_PER_HOUR: Final = 20
+DEAD_LETTER_WINDOW_MS: Final = 3_600_000  # the clock hour the cap counts in
 
 # Lower runs first: an alarm is never queued behind heartbeats (protocol v1, "alarms first"). A power
 # fault comes next (the client may be unprotected soon), then the dispenser's care events.
@@ -88,6 +117,12 @@ class Plan:
     events: list[tuple[Inbound, EventMessage]] = field(default_factory=list)
     liveness: list[tuple[Inbound, Heartbeat | Status]] = field(default_factory=list)
     rejects: list[Reject] = field(default_factory=list)
+    # Retained messages on a topic other than status (refused ``retained``, in ``rejects`` too): each topic
+    # is cleared at the broker (an empty retained message) once the dead letter is committed.
+    clear_retained: list[Inbound] = field(default_factory=list)
+    # Empty messages: what clearing a retained message looks like to a subscriber (the gateway's own
+    # clearing included). Nothing to store or answer: taken from the broker, nothing more.
+    empty: list[Inbound] = field(default_factory=list)
     # Later messages of this batch under a (device, msg_id) already in ``events``: stored once if they are
     # copies, judged like any reuse if they are not (judge_reuse).
     repeats: list[tuple[Inbound, EventMessage]] = field(default_factory=list)
@@ -108,6 +143,23 @@ def plan_batch(batch: Iterable[Inbound], is_known: Callable[[str], bool], now_ms
     plan = Plan()
     seen: set[tuple[str, str]] = set()
     for inbound in batch:
+        # A retained message reaches the gateway flagged only as the broker's replay at a subscribe (a live
+        # one is delivered unflagged): memory of the past, to be refused and forgotten, not news.
+        if inbound.retain and inbound.topic.rsplit("/", 1)[-1] not in RETAINABLE_KINDS:
+            plan.rejects.append(
+                Reject(
+                    inbound,
+                    device_id_from_topic(inbound.topic),
+                    _peek_msg_id(inbound.payload),
+                    "retained",
+                    "retained message replayed by the broker; only status may be retained (cleared)",
+                )
+            )
+            plan.clear_retained.append(inbound)
+            continue
+        if not inbound.payload:
+            plan.empty.append(inbound)
+            continue
         if inbound.refused is not None:
             plan.rejects.append(
                 Reject(
@@ -180,6 +232,45 @@ def _peek_msg_id(payload: bytes) -> str | None:
     value = body.get("msg_id") if isinstance(body, dict) else None
     # Only a well-formed id is echoed: the device must be able to read the rejection it gets.
     return value if is_valid_id(value) else None
+
+
+@dataclass(frozen=True, slots=True)
+class Overflow:
+    """A device's refusals of one reason, in one clock hour, beyond its dead-letter cap: counted only."""
+
+    device_id: str | None
+    window: int  # received_ms // DEAD_LETTER_WINDOW_MS
+    reason: str
+    count: int
+    newest: Reject  # its time, topic and detail go on the summary row
+
+
+def bound_dead_letters(
+    rejects: Sequence[Reject],
+    stored: Mapping[tuple[str | None, int], int],
+    cap: int = DEAD_LETTERS_PER_HOUR,
+) -> tuple[list[Reject], list[Overflow]]:
+    """Split refusals into those stored as dead letters and, per device, hour and reason, those only counted.
+
+    ``stored`` holds, per (device, window), how many dead letters are already stored whole; a device's
+    refusals are stored in arrival order until it has ``cap`` in that window. Refusals of no device (a
+    topic without a valid device id) share one budget, under ``None``.
+    """
+    used = dict(stored)
+    keep: list[Reject] = []
+    over: dict[tuple[str | None, int, str], list[Reject]] = {}
+    for reject in rejects:
+        bucket = (reject.device_id, reject.inbound.received_ms // DEAD_LETTER_WINDOW_MS)
+        if used.get(bucket, 0) < cap:
+            used[bucket] = used.get(bucket, 0) + 1
+            keep.append(reject)
+        else:
+            over.setdefault((*bucket, reject.reason), []).append(reject)
+    overflow = [
+        Overflow(device, window, reason, len(group), max(group, key=lambda r: r.inbound.received_ms))
+        for (device, window, reason), group in over.items()
+    ]
+    return keep, overflow
 
 
 @dataclass(frozen=True, slots=True)

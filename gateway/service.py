@@ -14,6 +14,11 @@ key is no copy: it is refused with ``msg_id_reused``, or, an alarm, stored under
 Alarms first: Mosquitto delivers a session's messages in order, so alarms (and faults) have a session of
 their own — a heartbeat backlog on the bulk link can never hold an alarm back — and the writer's queue is
 ordered by priority as well.
+
+Retained messages: only ``status`` may be retained. Any other retained message the broker replays at a
+subscribe is refused with ``retained`` and, once its dead letter is committed, cleared at the broker (an
+empty retained message on its topic, sent on the link it came on), so the next restart does not replay it.
+The gateway hears its own clearing as an empty message, which it takes and ignores.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from typing import cast
 
 import paho.mqtt.client as paho
 from sqlalchemy.exc import SQLAlchemyError
@@ -32,7 +38,7 @@ from carealarm.mqtt import HINT_EVENTS, MqttConfig
 from protocol.v1 import DEVICE_KINDS, Ack, Heartbeat, ProtocolError, Status, ack_topic, decode, encode_ack
 from storage.db import SessionFactory
 
-from .ingest import Inbound, Plan, Reuse, plan_batch, priority_of
+from .ingest import DEAD_LETTERS_PER_HOUR, Inbound, Plan, Reuse, plan_batch, priority_of
 from .limits import RateLimiter
 from .link import BrokerLink
 from .metrics import Metrics
@@ -56,6 +62,14 @@ _UNKNOWN_RECHECK_S = 30.0
 _REFUSED_PRIORITY = 9
 
 
+class _Link(BrokerLink):
+    """A broker link that can also clear a retained message (``BrokerLink.publish`` never retains)."""
+
+    def clear_retained(self, topic: str) -> None:
+        # An empty retained message makes the broker forget what it kept on the topic (MQTT 5 §3.3.1.3).
+        self._client.publish(topic, b"", qos=1, retain=True)
+
+
 class Gateway:
     """MQTT ingestion with durable-before-ack semantics."""
 
@@ -70,8 +84,14 @@ class Gateway:
         liveness_flush_s: float = _LIVENESS_FLUSH_S,
         rate_limiter: RateLimiter | None = None,
         clock_ms: Callable[[], int] = lambda: int(time.time() * 1000),
+        dead_letter_cap: int = DEAD_LETTERS_PER_HOUR,
     ) -> None:
         self._sessions = sessions
+        self._dead_letter_cap = dead_letter_cap
+        # Refusals beyond a device's dead-letter cap (counted on a summary row, not stored one by one), and
+        # retained messages cleared at the broker. Plain counters, read by the tests and for /metrics.
+        self.dead_letters_counted_only = 0
+        self.retained_cleared = 0
         self._name = name
         self.metrics = metrics or Metrics()
         self._clock_ms = clock_ms
@@ -95,7 +115,7 @@ class Gateway:
         self._flusher: threading.Thread | None = None
         prefix = f"$share/{share_group}/" if share_group else ""
         self._links = [
-            BrokerLink(
+            _Link(
                 mqtt,
                 f"carealarm-gateway-{name}-{role}",
                 [f"{prefix}carealarm/v1/devices/+/{kind}" for kind in kinds],
@@ -161,7 +181,7 @@ class Gateway:
             msg.qos,
             self._clock_ms(),
             bool(msg.retain),
-            self._links.index(link),
+            self._links.index(cast(_Link, link)),  # every link of ours is a _Link
             refused,
         )
         # A flooding device's excess goes to the back of the queue, behind every other device's messages.
@@ -223,7 +243,7 @@ class Gateway:
             started = time.monotonic()
             try:
                 with self._sessions.begin() as session:
-                    stored = store_batch(session, plan)
+                    stored = store_batch(session, plan, dead_letter_cap=self._dead_letter_cap)
                 self.metrics.observe_store_latency(time.monotonic() - started)
                 return stored
             except SQLAlchemyError as exc:
@@ -272,6 +292,9 @@ class Gateway:
             )
         for inbound, _msg in plan.liveness:
             self._links[inbound.link].ack(inbound.mid, inbound.qos)
+        for inbound in plan.empty:
+            self._links[inbound.link].ack(inbound.mid, inbound.qos)
+        self.dead_letters_counted_only += stored.counted_only
         for reject in plan.rejects + reuse.refused:
             self.metrics.count_rejected(reject.reason)
             log.warning(
@@ -286,6 +309,10 @@ class Gateway:
                 link.publish(
                     ack_topic(reject.device_id), encode_ack(Ack(reject.msg_id, "rejected", reject.reason))
                 )
+        for inbound in plan.clear_retained:
+            self._links[inbound.link].clear_retained(inbound.topic)
+            self.retained_cleared += 1
+            log.warning("gateway: cleared the retained message on %r", inbound.topic[:120])
         if stored_now or plan.status_changes:
             self._links[0].publish(HINT_EVENTS, b"", qos=0)
 

@@ -3,11 +3,19 @@
 A message under a (device, msg_id) that is already stored is compared with the stored row, in the same
 transaction and after the insert has met it: with two gateways on a shared subscription, PostgreSQL makes
 the second insert wait for the first one's commit, and then the row read back is the committed one.
+
+Dead letters are bounded (``gateway.ingest.bound_dead_letters``): the rows a device already has in the hour
+are counted in the batch's transaction, so the cap holds across restarts. Two gateways storing refusals of
+one device at the same moment each see only the other's committed rows, and may together exceed the cap by
+what they stored meanwhile; the summary rows' counts stay exact (each adds its own), though such a race may
+leave two summary rows for one device, hour and reason.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +28,7 @@ from sqlalchemy import (
     bindparam,
     func,
     insert,
+    or_,
     select,
     tuple_,
     update,
@@ -30,9 +39,29 @@ from sqlalchemy.orm import Session
 from protocol.v1 import EventMessage, event_body
 from storage.models import DeadLetter, Device, DeviceEvent
 
-from .ingest import Key, Plan, Reuse, StoredEvent, judge_reuse
+from .ingest import (
+    DEAD_LETTER_KEEP_BYTES,
+    DEAD_LETTER_WINDOW_MS,
+    DEAD_LETTERS_PER_HOUR,
+    Key,
+    Overflow,
+    Plan,
+    Reject,
+    Reuse,
+    StoredEvent,
+    bound_dead_letters,
+    judge_reuse,
+)
 
-__all__ = ["LivenessUpdate", "Stored", "known_device_ids", "store_batch", "store_liveness", "store_plan"]
+__all__ = [
+    "LivenessUpdate",
+    "Stored",
+    "dead_letter_row",
+    "known_device_ids",
+    "store_batch",
+    "store_liveness",
+    "store_plan",
+]
 
 _DEVICES: Table = Device.__table__  # type: ignore[assignment]
 
@@ -65,6 +94,7 @@ class Stored:
 
     inserted: set[Key]  # (device, msg_id) pairs stored by this transaction, derived msg_ids included
     reuse: Reuse
+    counted_only: int = 0  # refusals beyond a device's dead-letter cap: counted on a summary row, not stored
 
 
 def store_plan(session: Session, plan: Plan, liveness: list[LivenessUpdate]) -> set[Key]:
@@ -77,7 +107,7 @@ def store_plan(session: Session, plan: Plan, liveness: list[LivenessUpdate]) -> 
     return stored.inserted
 
 
-def store_batch(session: Session, plan: Plan) -> Stored:
+def store_batch(session: Session, plan: Plan, *, dead_letter_cap: int = DEAD_LETTERS_PER_HOUR) -> Stored:
     """Write a batch's events and dead letters, judging every msg_id met again against its stored row.
 
     A new msg_id costs nothing more than the one multi-row insert; only keys the insert met in the
@@ -105,23 +135,90 @@ def store_batch(session: Session, plan: Plan) -> Stored:
             row = _event_row(inbound.received_ms, alarm) | {"msg_id": msg_id, "reused_msg_id": alarm.msg_id}
             derived.setdefault((alarm.device_id, msg_id), row)
         inserted |= _insert_events(session, list(derived.values()))
-    rejects = plan.rejects + reuse.refused
-    if rejects:
-        session.execute(
-            insert(DeadLetter),
-            [
-                {
-                    "received_ms": r.inbound.received_ms,
-                    "topic": r.inbound.topic[:300],
-                    "device_id": r.device_id,
-                    "reason": r.reason,
-                    "detail": r.detail[:500],
-                    "payload": r.inbound.payload,
-                }
-                for r in rejects
-            ],
+    counted_only = _store_dead_letters(session, plan.rejects + reuse.refused, dead_letter_cap)
+    return Stored(inserted, reuse, counted_only)
+
+
+def dead_letter_row(reject: Reject) -> dict[str, Any]:
+    """A refusal as a dead-letter row: its payload's first bytes, the whole payload's size and SHA-256."""
+    payload = reject.inbound.payload
+    return {
+        "received_ms": reject.inbound.received_ms,
+        "topic": reject.inbound.topic[:300],
+        "device_id": reject.device_id,
+        "reason": reject.reason,
+        "detail": reject.detail[:500],
+        "payload": payload[:DEAD_LETTER_KEEP_BYTES],
+        "payload_size": len(payload),
+        "payload_sha256": hashlib.sha256(payload).hexdigest(),
+        "refusals": 1,
+    }
+
+
+def _store_dead_letters(session: Session, rejects: Sequence[Reject], cap: int) -> int:
+    """Store refusals up to each device's hourly cap, count the rest; return how many were only counted."""
+    if not rejects:
+        return 0
+    windows = {r.inbound.received_ms // DEAD_LETTER_WINDOW_MS for r in rejects}
+    devices = {r.device_id for r in rejects}
+    stored: dict[tuple[str | None, int], int] = {}
+    for window in windows:
+        rows = session.execute(
+            select(DeadLetter.device_id, func.count())
+            .where(_in_window(window), _of_devices(devices), DeadLetter.payload_size.is_not(None))
+            .group_by(DeadLetter.device_id)
         )
-    return Stored(inserted, reuse)
+        stored.update({(device, window): n for device, n in rows})
+    keep, overflow = bound_dead_letters(rejects, stored, cap)
+    if keep:
+        session.execute(insert(DeadLetter), [dead_letter_row(r) for r in keep])
+    if overflow:
+        _count_overflow(session, overflow, cap)
+    return sum(o.count for o in overflow)
+
+
+def _count_overflow(session: Session, overflow: Sequence[Overflow], cap: int) -> None:
+    """Add each overflow's count to its device, hour and reason's summary row (made at the first)."""
+    summaries: dict[tuple[str | None, int, str], int] = {}
+    for window in {o.window for o in overflow}:
+        found = session.execute(
+            select(DeadLetter.id, DeadLetter.device_id, DeadLetter.reason).where(
+                _in_window(window),
+                _of_devices({o.device_id for o in overflow}),
+                DeadLetter.payload_size.is_(None),
+            )
+        )
+        summaries.update({(device, window, reason): row_id for row_id, device, reason in found})
+    for o in overflow:
+        newest = {
+            "received_ms": o.newest.inbound.received_ms,
+            "topic": o.newest.inbound.topic[:300],
+            "detail": f"beyond {cap} dead letters an hour from this device: counted, not stored; "
+            f"the newest: {o.newest.detail}"[:500],
+        }
+        row_id = summaries.get((o.device_id, o.window, o.reason))
+        if row_id is None:
+            session.execute(
+                insert(DeadLetter).values(
+                    device_id=o.device_id, reason=o.reason, payload=b"", refusals=o.count, **newest
+                )
+            )
+        else:
+            session.execute(
+                update(DeadLetter)
+                .where(DeadLetter.id == row_id)
+                .values(refusals=DeadLetter.refusals + o.count, **newest)
+            )
+
+
+def _in_window(window: int) -> Any:
+    start = window * DEAD_LETTER_WINDOW_MS
+    return DeadLetter.received_ms.between(start, start + DEAD_LETTER_WINDOW_MS - 1)
+
+
+def _of_devices(devices: set[str | None]) -> Any:
+    named = DeadLetter.device_id.in_(sorted(d for d in devices if d is not None))
+    return or_(named, DeadLetter.device_id.is_(None)) if None in devices else named
 
 
 def _event_row(received_ms: int, msg: EventMessage) -> dict[str, Any]:

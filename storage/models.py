@@ -147,9 +147,18 @@ class DeviceEvent(Base):
 
 
 class DeadLetter(Base):
-    """A device message that was refused, kept with its raw bytes and the reason."""
+    """A device message that was refused: its first bytes, its size and hash, and the reason.
+
+    A row stands for ``refusals`` refusals. A stored refusal (``refusals`` 1) keeps the first 4 KiB of its
+    payload with the whole payload's size and SHA-256. A device's refusals beyond the gateway's cap in one
+    clock hour (``gateway.ingest.bound_dead_letters``) are counted instead, per reason, on a summary row of
+    that hour: payload empty, ``payload_size`` and ``payload_sha256`` NULL, the newest one's time, topic and
+    detail.
+    """
 
     __tablename__ = "dead_letters"
+    # The gateway counts a device's rows of the hour (its cap), the console reads a device's recent ones.
+    __table_args__ = (Index("ix_dead_letters_device_id_received_ms", "device_id", "received_ms"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     received_ms: Mapped[int] = mapped_column(BigInteger, index=True)
@@ -157,7 +166,10 @@ class DeadLetter(Base):
     device_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     reason: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str] = mapped_column(String(500))
-    payload: Mapped[bytes] = mapped_column(LargeBinary)
+    payload: Mapped[bytes] = mapped_column(LargeBinary)  # the first 4096 bytes at most
+    payload_size: Mapped[int | None] = mapped_column(Integer, nullable=True)  # bytes, the whole payload
+    payload_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)  # hex, the whole payload
+    refusals: Mapped[int] = mapped_column(Integer, default=1, server_default=text("1"))
 
 
 class Alert(Base):

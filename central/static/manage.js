@@ -1,4 +1,5 @@
-/* carealarm management page: clients, devices, medication schedules, duty roster and users.
+/* carealarm management page: clients, devices, medication schedules, duty roster, users and the devices'
+ * recent rejections.
  * Text from the API only ever goes into textContent. Admin-only forms are hidden for supervisors (the API
  * refuses them anyway).
  */
@@ -123,7 +124,46 @@
       state.users.map((u) => [u.username, u.display_name, t(u.role), u.district, u.email || ""]));
   }
 
-  const loaders = { clients: loadClients, devices: loadDevices, schedule: loadSchedule, roster: loadRoster, users: loadUsers };
+  // Refused device messages (GET /api/rejections): a row per device with its counts by reason, then its
+  // newest refusals. The preview is the payload's first bytes made printable by the server; still text only.
+  function preview(text) {
+    const code = el("code", {}, text);
+    // 64 characters without a space: two lines in a column of its own, never a page-wide table.
+    code.style.wordBreak = "break-all";
+    code.style.display = "inline-block";
+    code.style.minWidth = "18em";
+    return code;
+  }
+
+  async function loadRejections() {
+    const hours = Number($("rejections-period").value);
+    const params = new URLSearchParams({ since: String(Date.now() - hours * 3600000), limit: "5" });
+    const device = $("rejections-device").value.trim();
+    if (device) params.set("device_id", device);
+    const data = await api("GET", `/api/rejections?${params}`);
+    const headers = ["Device id", "Refused", "Time", "Topic", "Reason", "Detail", "Size", "SHA-256", "First bytes"];
+    const body = [];
+    for (const d of data.devices) {
+      const reasons = Object.entries(d.by_reason).map(([reason, n]) => `${reason} × ${n}`).join(", ");
+      d.latest.forEach((r, i) => {
+        const cells = i === 0
+          ? [el("td", { rowspan: d.latest.length, class: "device" }, d.device_id === null ? t("(no valid device id)") : d.device_id),
+            el("td", { rowspan: d.latest.length, class: "counts" }, `${d.total}: ${reasons}`)]
+          : [];
+        cells.push(el("td", {}, when(r.received_ms)), el("td", {}, r.topic), el("td", { class: "reason" }, r.reason),
+          el("td", {}, r.detail),
+          el("td", {}, r.size === null ? t("{n} counted, not kept", { n: r.refusals }) : `${r.size} B`),
+          el("td", { title: r.sha256 || "" }, r.sha256 ? r.sha256.slice(0, 12) + "…" : ""),
+          el("td", {}, r.preview === null ? "" : preview(r.preview)));
+        body.push(el("tr", { "data-device": d.device_id || "" }, ...cells));
+      });
+    }
+    $("rejections-table").replaceChildren(el("thead", {}, el("tr", {}, ...headers.map((h) => el("th", {}, t(h))))), el("tbody", {}, ...body));
+    $("rejections-empty").hidden = data.devices.length > 0;
+  }
+
+  const loaders = { clients: loadClients, devices: loadDevices, schedule: loadSchedule, roster: loadRoster, users: loadUsers,
+    rejections: loadRejections };
 
   async function open(tab) {
     state.tab = tab;
@@ -191,6 +231,7 @@
     say(t("Saved."), true);
     await loadUsers();
   });
+  form("rejections-form", loadRejections);
   $("schedule-client").addEventListener("change", () => loadSchedule().catch(() => {}));
   $("dose-add").addEventListener("click", () => { state.schedule.doses.push({ dose_id: "", at: "08:00", label: "" }); drawSchedule(); });
   $("schedule-send").addEventListener("click", () => sendSchedule().catch(() => {}));
