@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 
 from storage.db import SessionFactory
 
-from . import clients_api, manage_api, reports, windows_api
+from . import clients_api, manage_api, rejections_api, reports, windows_api
 from .auth import FailureLimiter
 from .calls.routes import router as calls_router
 from .feed import Broadcaster
@@ -73,6 +73,7 @@ def create_app(ctx: CentralContext) -> FastAPI:
     app.include_router(clients_api.router)
     app.include_router(reports.router)
     app.include_router(manage_api.router)
+    app.include_router(rejections_api.router)
     app.include_router(windows_api.router)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 

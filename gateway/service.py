@@ -128,6 +128,16 @@ class Gateway:
     def connected(self) -> bool:
         return all(link.connected.is_set() for link in self._links)
 
+    def health_state(self) -> dict[str, object]:
+        """What the gateway says of itself at each beat (``central.health`` judges it)."""
+        refused = [link.refused for link in self._links if link.refused]
+        return {
+            "connected": self.connected,
+            "subscribed": all(link.subscribed.is_set() for link in self._links),
+            "refused": refused[0] if refused else None,
+            "store_errors": self.metrics.store_errors,
+        }
+
     def wait_connected(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         return all(link.connected.wait(max(0.0, deadline - time.monotonic())) for link in self._links)

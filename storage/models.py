@@ -24,6 +24,7 @@ __all__ = [
     "AlertChange",
     "AlertNote",
     "Base",
+    "ChainIncident",
     "Client",
     "Contact",
     "DeadLetter",
@@ -63,6 +64,8 @@ class Client(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     access_notes: Mapped[str] = mapped_column(String(500), default="", server_default="")  # key safe etc.
     care_notes: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The service's own test client (the end-to-end probe's device): never shown, listed or reported.
+    system: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
 
 
 class Device(Base):
@@ -432,3 +435,31 @@ class ServiceRun(Base):
     instance: Mapped[str] = mapped_column(String(100))
     started_ms: Mapped[int] = mapped_column(BigInteger)
     last_beat_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    # What the component says of itself at its last beat (JSON): the gateway's broker link and store
+    # errors, the monitor's last loop. ``central.health`` judges the chain from these rows.
+    state: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class ChainIncident(Base):
+    """A time the alarm chain was broken, as the watchdog saw it; the supervisor is paged once for it."""
+
+    __tablename__ = "chain_incidents"
+    __table_args__ = (
+        # One incident open at a time per scope, whichever process saw it first.
+        Index(
+            "uq_chain_incidents_open",
+            "scope",
+            unique=True,
+            postgresql_where=text("ended_ms IS NULL"),
+            sqlite_where=text("ended_ms IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
+    # Who watches: "chain" (central's watchdog: broker, gateway, monitor, probe) or "central" (the monitor
+    # process watching central, which cannot report its own death).
+    scope: Mapped[str] = mapped_column(String(32))
+    started_ms: Mapped[int] = mapped_column(BigInteger, index=True)
+    ended_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    problems: Mapped[str] = mapped_column(Text)  # JSON list of {code, text}, as first seen
+    paged_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
