@@ -178,7 +178,7 @@ async def run(settings: Settings, options: RunOptions) -> None:
         metrics_sources.append(monitor.metrics.render)
         hints.on(HINT_EVENTS, monitor.wake)
         tasks.append(asyncio.create_task(monitor.run(stop), name="monitor"))
-        record_run("monitor")
+        record_run("monitor", monitor.health_state)
         if "central" not in options.components:
             # Central cannot report its own death: the monitor's process watches it and pages once.
             central_watch = Watchdog(
@@ -227,7 +227,7 @@ async def run(settings: Settings, options: RunOptions) -> None:
         server = _Server(config)
         central_task = asyncio.create_task(server.serve(), name="central")
         tasks.append(central_task)
-        record_run("central")
+        record_run("central", broadcaster.health_state)
     hints.start()
     metrics_server = None
     if settings.metrics_port and "central" not in options.components:

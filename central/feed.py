@@ -75,6 +75,7 @@ class Broadcaster:
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self.cursor: ChangeCursor | None = None
+        self.read_ms: int | None = None  # the last successful read of the change feed (its own health)
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=10_000)
@@ -122,6 +123,7 @@ class Broadcaster:
             try:
                 assert self.cursor is not None
                 new, views, probe = await asyncio.to_thread(self._read, self.cursor.low)
+                self.read_ms = self._clock_ms()
             except Exception as exc:
                 log.error("feed: read failed (%s); retrying", exc.__class__.__name__)
                 await asyncio.sleep(1.0)
@@ -134,6 +136,10 @@ class Broadcaster:
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._poll_interval_s)
+
+    def health_state(self) -> dict[str, object]:
+        """What the feed says of itself at central's beat: its last read and how far it has delivered."""
+        return {"feed_read_ms": self.read_ms, "feed_seq": self.cursor.low if self.cursor else None}
 
     def publish(self, message: dict[str, Any]) -> None:
         """Send a message to every console (the watchdog's health changes)."""

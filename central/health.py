@@ -42,6 +42,9 @@ STALE_MS: Final = 6_000
 BACKLOG_MS: Final = 5_000
 # An escalation step this late did not run: the monitor is stuck or down (steps run within ms of their due).
 OVERDUE_MS: Final = 10_000
+# A monitor that beats but whose event loop has not done a round for this long is stuck (the loop runs at
+# least every poll interval, 1 s by default).
+LOOP_STALE_MS: Final = 15_000
 # After a central starts, components get this long to show up before their absence is a problem (in a
 # deployment where the processes start one by one).
 STARTUP_GRACE_MS: Final = 15_000
@@ -119,6 +122,11 @@ def judge(
     for component in expect:
         if component not in live and not starting:
             problems.append(Problem(f"{component}_down", _WHAT.get(component, f"{component} is not running")))
+    monitors = live.get("monitor", [])
+    if monitors and all(_loop_stale(m, "event handling", now_ms) for m in monitors):
+        problems.append(
+            Problem("monitor_stuck", "the monitor runs but has stopped handling events: alarms are not shown")
+        )
     gateways = live.get("gateway", [])
     if gateways and not any(g.state.get("connected") for g in gateways):
         problems.append(
@@ -171,6 +179,14 @@ def judge(
                 )
             )
     return ChainHealth(ok=not problems, problems=tuple(problems), checked_ms=now_ms)
+
+
+def _loop_stale(run: RunSeen, loop: str, now_ms: int) -> bool:
+    """Has this run's named loop gone without a round for too long? (A run that says nothing: no.)"""
+    loops = run.state.get("loops_ms")
+    if not isinstance(loops, dict) or not isinstance(loops.get(loop), int):
+        return False
+    return now_ms - int(loops[loop]) > LOOP_STALE_MS
 
 
 def read_chain(session: Session, now_ms: int) -> tuple[list[RunSeen], Backlog]:

@@ -116,6 +116,11 @@ class Monitor:
         self._scheduled: dict[int, int] = {}
         self._lock = threading.Lock()
         self.metrics = MonitorMetrics()
+        self._worked_ms: dict[str, int] = {}  # each loop's last successful round (its own health)
+
+    def health_state(self) -> dict[str, object]:
+        """What the monitor says of itself at each beat: when each of its loops last did a round."""
+        return {"loops_ms": dict(self._worked_ms), "events": self.metrics.events, "steps": self.metrics.steps}
 
     def wake(self) -> None:
         """Thread-safe: there are new device events (called from the hint listener's thread)."""
@@ -245,6 +250,7 @@ class Monitor:
             try:
                 did = await asyncio.to_thread(work)
                 delay = 0.2
+                self._worked_ms[name] = self._clock_ms()
             except IntegrityError:
                 # Another monitor opened the same client's alert at the same moment: take it again.
                 log.info("monitor: %s met a concurrent change; retrying", name)

@@ -70,3 +70,17 @@ def test_a_probe_not_back_in_time_breaks_the_chain() -> None:
     assert judge(NOW, runs(), IDLE, on_time, started_ms=T0).ok
     unsent = ProbeView(60_000, 20_000, None, send_error="no connection to the MQTT broker")
     assert codes(judge(NOW, runs(), IDLE, unsent, started_ms=T0)) == ["probe_not_sent"]
+
+
+def test_a_monitor_that_beats_but_no_longer_handles_events_is_stuck() -> None:
+    """Its heartbeat thread is fine, its event loop has done nothing for 16 s: a problem of its own."""
+    stuck = [
+        RunSeen("gateway", "h/1", NOW, GOOD),
+        RunSeen("monitor", "h/1", NOW, {"loops_ms": {"event handling": NOW - 16_000}}),
+    ]
+    assert codes(judge(NOW, stuck, IDLE, NO_PROBE, started_ms=T0)) == ["monitor_stuck"]
+    working = [
+        RunSeen("gateway", "h/1", NOW, GOOD),
+        RunSeen("monitor", "h/1", NOW, {"loops_ms": {"event handling": NOW - 900}}),
+    ]
+    assert judge(NOW, working, IDLE, NO_PROBE, started_ms=T0).ok

@@ -40,6 +40,7 @@
     "ALARM CHAIN BROKEN — alarms may not reach this console: use the manual procedure":
       "ALARMKETEN VERBROKEN — alarmen komen mogelijk niet op deze console: volg de handmatige procedure",
     "problem:gateway_down": "de gateway draait niet: alarmen van apparaten worden niet ontvangen",
+    "problem:monitor_stuck": "de monitor draait maar verwerkt geen berichten meer: alarmen worden niet getoond",
     "problem:monitor_down": "de monitor draait niet: alarmen worden opgeslagen maar niet getoond of opgeschaald",
     "problem:broker_unreachable": "de gateway bereikt de MQTT-broker niet: apparaten kunnen geen alarm sturen",
     "problem:gateway_not_subscribed": "de broker laat de gateway niet naar de apparaten luisteren: alarmen worden niet ontvangen",
