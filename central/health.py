@@ -110,9 +110,13 @@ def judge(
     *,
     started_ms: int,
     expect: tuple[str, ...] = ("gateway", "monitor"),
-    watch_backlog: bool = True,
+    whole_chain: bool = True,
 ) -> ChainHealth:
-    """Judge the chain at ``now_ms`` (pure); ``expect`` names the components that must be beating."""
+    """Judge the chain at ``now_ms`` (pure); ``expect`` names the components that must be beating.
+
+    ``whole_chain`` False judges only that the expected components beat (the monitor's process watching
+    central): the rest is central's to judge, and one problem must page once, from one place.
+    """
     problems: list[Problem] = []
     live: dict[str, list[RunSeen]] = {}
     for run in runs:
@@ -122,6 +126,8 @@ def judge(
     for component in expect:
         if component not in live and not starting:
             problems.append(Problem(f"{component}_down", _WHAT.get(component, f"{component} is not running")))
+    if not whole_chain:
+        return ChainHealth(ok=not problems, problems=tuple(problems), checked_ms=now_ms)
     monitors = live.get("monitor", [])
     if monitors and all(_loop_stale(m, "event handling", now_ms) for m in monitors):
         problems.append(
@@ -145,8 +151,6 @@ def judge(
                 + ": alarms are not taken in",
             )
         )
-    if not watch_backlog:
-        return ChainHealth(ok=not problems, problems=tuple(problems), checked_ms=now_ms)
     if backlog.oldest_unhandled_ms is not None and now_ms - backlog.oldest_unhandled_ms > BACKLOG_MS:
         waited = (now_ms - backlog.oldest_unhandled_ms) // 1000
         problems.append(

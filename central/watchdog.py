@@ -233,7 +233,7 @@ class Watchdog:
                 view,
                 started_ms=self._started_ms,
                 expect=self._expect,
-                watch_backlog=self._scope == "chain",
+                whole_chain=self._scope == "chain",
             )
             self._metrics(now, runs, backlog)
         self._set(health)

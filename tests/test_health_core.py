@@ -84,3 +84,12 @@ def test_a_monitor_that_beats_but_no_longer_handles_events_is_stuck() -> None:
         RunSeen("monitor", "h/1", NOW, {"loops_ms": {"event handling": NOW - 900}}),
     ]
     assert judge(NOW, working, IDLE, NO_PROBE, started_ms=T0).ok
+
+
+def test_a_watcher_of_central_alone_judges_only_that_central_beats() -> None:
+    """The monitor's process watches central: a broker problem is central's to report, not a second page."""
+    broker_down = runs(connected=False) + [RunSeen("central", "h/2", NOW, {})]
+    assert judge(NOW, broker_down, IDLE, NO_PROBE, started_ms=T0, expect=("central",), whole_chain=False).ok
+    gone = runs()
+    health = judge(NOW, gone, IDLE, NO_PROBE, started_ms=T0, expect=("central",), whole_chain=False)
+    assert codes(health) == ["central_down"]
