@@ -211,6 +211,8 @@ class Watchdog:
         try:
             runs, backlog = await asyncio.to_thread(self._read, now)
         except SQLAlchemyError as exc:
+            if self._scope != "chain":
+                return self.health  # central's watchdog reports the database; one problem pages once
             problem = Problem(
                 "database_unreachable",
                 f"the database cannot be reached ({exc.__class__.__name__}): alarms cannot be stored",

@@ -12,6 +12,7 @@ import json
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -21,7 +22,7 @@ import pytest
 from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, wait_for
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
-from station import Station
+from station import DeviceClient, Station
 
 AMS = ZoneInfo("Europe/Amsterdam")
 POLICY = {"dose_grace_s": 3, "missed_heartbeats": 2, "battery_low_pct": 20}
@@ -43,9 +44,11 @@ def station(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
         url = make_url(server).set(database=name).render_as_string(hide_password=False)
         mqtt = (broker.host, broker.port)
     st = Station(workdir, database_url=url, mqtt=mqtt, policy=POLICY)
+    st.dose_plan = _plan_doses(st)  # type: ignore[attr-defined]
     try:
         yield st
     finally:
+        st.dose_plan.dispenser.close()  # type: ignore[attr-defined]
         code = st.stop()
         if mqtt is not None:
             _leave_the_system_broker_as_found(st)
@@ -234,70 +237,35 @@ def test_a_maintenance_window_never_swallows_a_fall(station: Station) -> None:
         button.close()
 
 
+@dataclass
+class DosePlan:
+    client_id: int
+    at: str  # HH:MM local
+    due_ms: int
+    dispenser: DeviceClient
+
+
+def _plan_doses(st: Station) -> DosePlan:
+    """Three doses for Meijer due at the next whole minute at least 15 s ahead, then one removed again."""
+    client_id = st.client_id("Meijer")
+    at, due_ms = _next_minute()
+    dispenser = st.device("med-006")
+    supervisor = _supervisor(st)
+    try:
+        doses = [{"dose_id": d, "at": at} for d in ("removed", "late", "missed")]
+        for schedule in (doses, doses[1:]):
+            r = supervisor.put(f"/api/clients/{client_id}/schedule", json={"doses": schedule})
+            assert r.status_code == 200, r.text
+    finally:
+        supervisor.close()
+    return DosePlan(client_id, at, due_ms, dispenser)
+
+
 def _next_minute(lead_s: int = 15) -> tuple[str, int]:
     """A local HH:MM at least ``lead_s`` ahead, and its epoch ms."""
     t = dt.datetime.now(AMS) + dt.timedelta(seconds=lead_s + 60)
     t = t.replace(second=0, microsecond=0)
     return t.strftime("%H:%M"), int(t.timestamp() * 1000)
-
-
-def test_each_missed_dose_is_its_own_alert_and_a_schedule_change_is_followed_at_once(
-    station: Station,
-) -> None:
-    """Meijer's schedule gets three doses due in the next minute, then one is removed again. At once: the two
-    kept are reminded and, untaken, missed — each its own alert with the client's local time — and the
-    removed one is neither reminded nor missed. One taken late closes its own alert only."""
-    client_id = station.client_id("Meijer")
-    at, due_ms = _next_minute()
-    dispenser = station.device("med-006")
-    supervisor = _supervisor(station)
-    try:
-        doses = [{"dose_id": d, "at": at} for d in ("removed", "late", "missed")]
-        r = supervisor.put(f"/api/clients/{client_id}/schedule", json={"doses": doses})
-        assert r.status_code == 200, r.text
-        r = supervisor.put(f"/api/clients/{client_id}/schedule", json={"doses": doses[1:]})
-        assert r.status_code == 200, r.text
-        # The dispenser is sent both schedules, then reminded at the due time of the doses it still holds.
-        reminded: list[str] = []
-        deadline = time.monotonic() + (due_ms - time.time() * 1000) / 1000 + 20
-        while sorted(reminded) != ["late", "missed"] and time.monotonic() < deadline:
-            command = dispenser.next_command(timeout=max(0.1, deadline - time.monotonic()))
-            if command["command"] == "remind":
-                reminded.append(command["args"]["dose_id"])
-        assert sorted(reminded) == ["late", "missed"]
-
-        wait_for(
-            lambda: len([a for a in station.alerts("Meijer") if a["kind"] == "missed_dose"]) == 2,
-            20,
-            what="two missed-dose alerts",
-        )
-        missed = [a for a in station.alerts("Meijer") if a["kind"] == "missed_dose"]
-        assert sorted(a["detail"] for a in missed) == [
-            f"Dose late due {at} not taken",
-            f"Dose missed due {at} not taken",
-        ]
-
-        ack = dispenser.send("dose", {"dose_id": "late", "event": "taken", "due_ts": due_ms})
-        assert ack["status"] == "accepted"
-        wait_for(
-            lambda: (
-                [a["detail"] for a in station.alerts("Meijer") if a["kind"] == "missed_dose"]
-                == [f"Dose missed due {at} not taken"]
-            ),
-            20,
-            what="the late dose to close its own alert only",
-        )
-        with station.db.connect() as conn:
-            states = dict(
-                conn.execute(
-                    text("SELECT dose_id, state FROM dose_instances WHERE client_id = :c AND due_ms = :d"),
-                    {"c": client_id, "d": due_ms},
-                ).all()
-            )
-        assert states == {"removed": "cancelled", "late": "taken_late", "missed": "missed"}
-    finally:
-        dispenser.close()
-        supervisor.close()
 
 
 def test_a_different_alarm_under_a_used_msg_id_is_taken_and_the_device_flagged(station: Station) -> None:
@@ -320,7 +288,7 @@ def test_a_different_alarm_under_a_used_msg_id_is_taken_and_the_device_flagged(s
 
 def test_the_battery_alert_does_not_flap(station: Station) -> None:
     """De Boer's pendant is low while her tablet is full: one battery alert for the pendant, which stays open
-    through several sweeps (it flapped every 10 s when the tablet's charge resolved the client's alert)."""
+    through the next sweeps (it flapped every 10 s when the tablet's charge resolved the client's alert)."""
     button = station.device("btn-002")
     tablet = station.device("tv-002")
     try:
@@ -330,9 +298,9 @@ def test_the_battery_alert_does_not_flap(station: Station) -> None:
         assert alert["device"]["id"] == "btn-002"
         sweeps = station.metric("carealarm_monitor_device_sweeps_total")
         wait_for(
-            lambda: station.metric("carealarm_monitor_device_sweeps_total") >= sweeps + 3,
+            lambda: station.metric("carealarm_monitor_device_sweeps_total") >= sweeps + 2,
             60,
-            what="three more device sweeps",
+            what="two more device sweeps (the alert flapped at every one)",
         )
         [still] = [a for a in station.alerts("de Boer") if a["kind"] == "battery_low"]
         assert still["id"] == alert["id"] and still["version"] == alert["version"]
@@ -347,3 +315,52 @@ def test_the_battery_alert_does_not_flap(station: Station) -> None:
     finally:
         button.close()
         tablet.close()
+
+
+def test_each_missed_dose_is_its_own_alert_and_a_schedule_change_is_followed_at_once(
+    station: Station,
+) -> None:
+    """Meijer's schedule got three doses due in the next minute, then one was removed again (when the station
+    started, so the minute passes while the other scenarios run). At once: the two kept are reminded and,
+    untaken, missed — each its own alert with the client's local time — and the removed one is neither
+    reminded nor missed. One taken late closes its own alert only."""
+    plan: DosePlan = station.dose_plan  # type: ignore[attr-defined]
+    at, due_ms, dispenser = plan.at, plan.due_ms, plan.dispenser
+    # The dispenser was sent both schedules, then reminded at the due time of the doses it still holds.
+    reminded: list[str] = []
+    deadline = time.monotonic() + max(0.0, (due_ms - time.time() * 1000) / 1000) + 20
+    while sorted(reminded) != ["late", "missed"] and time.monotonic() < deadline:
+        command = dispenser.next_command(timeout=max(0.1, deadline - time.monotonic()))
+        if command["command"] == "remind":
+            reminded.append(command["args"]["dose_id"])
+    assert sorted(reminded) == ["late", "missed"]
+
+    wait_for(
+        lambda: len([a for a in station.alerts("Meijer") if a["kind"] == "missed_dose"]) == 2,
+        20,
+        what="two missed-dose alerts",
+    )
+    missed = [a for a in station.alerts("Meijer") if a["kind"] == "missed_dose"]
+    assert sorted(a["detail"] for a in missed) == [
+        f"Dose late due {at} not taken",
+        f"Dose missed due {at} not taken",
+    ]
+
+    ack = dispenser.send("dose", {"dose_id": "late", "event": "taken", "due_ts": due_ms})
+    assert ack["status"] == "accepted"
+    wait_for(
+        lambda: (
+            [a["detail"] for a in station.alerts("Meijer") if a["kind"] == "missed_dose"]
+            == [f"Dose missed due {at} not taken"]
+        ),
+        20,
+        what="the late dose to close its own alert only",
+    )
+    with station.db.connect() as conn:
+        states = dict(
+            conn.execute(
+                text("SELECT dose_id, state FROM dose_instances WHERE client_id = :c AND due_ms = :d"),
+                {"c": plan.client_id, "d": due_ms},
+            ).all()
+        )
+    assert states == {"removed": "cancelled", "late": "taken_late", "missed": "missed"}
