@@ -70,7 +70,9 @@ def sweep_devices(session: Session, now_ms: int, channels: frozenset[str]) -> bo
             )
         )
     }
-    for device in session.scalars(_candidates(book, {d for d, _ in device_alerts}, now_ms)):
+    devices = list(session.scalars(_candidates(book, {d for d, _ in device_alerts}, now_ms)))
+    closed = _last_closed(session, [d.id for d in devices])
+    for device in devices:
         policy = book.of(device.client_id)
         verdict = judge_device(
             last_seen_ms=device.last_seen_ms,
@@ -100,7 +102,7 @@ def sweep_devices(session: Session, now_ms: int, channels: frozenset[str]) -> bo
         elif (
             verdict.never_connected
             and offline_key not in open_keys
-            and not _closed_within(session, device, "offline", now_ms, policy.never_connected_after_s * 1000)
+            and not _closed_within(closed, device, "offline", now_ms, policy.never_connected_after_s * 1000)
         ):
             spec = OpenAlert("offline", offline_priority(device.kind), f"{_name(device)} never connected")
             changed |= (
@@ -108,7 +110,8 @@ def sweep_devices(session: Session, now_ms: int, channels: frozenset[str]) -> bo
                 is not None
             )
         elif device.online is False and offline_key not in open_keys:
-            changed |= _still_offline(session, device, policy, now_ms, channels)
+            last_closed = closed.get((device.id, "offline"))
+            changed |= _still_offline(session, device, policy, now_ms, channels, last_closed)
         elif (
             offline_key in open_keys
             and device.online is True
@@ -121,7 +124,7 @@ def sweep_devices(session: Session, now_ms: int, channels: frozenset[str]) -> bo
         if (
             verdict.battery_low
             and battery_key not in open_keys
-            and not _closed_within(session, device, "battery_low", now_ms, _BATTERY_REMINDER_MS)
+            and not _closed_within(closed, device, "battery_low", now_ms, _BATTERY_REMINDER_MS)
         ):
             spec = OpenAlert("battery_low", 4, f"Battery low ({device.battery}%) on {_name(device)}")
             changed |= (
@@ -136,14 +139,16 @@ def sweep_devices(session: Session, now_ms: int, channels: frozenset[str]) -> bo
 
 
 def _still_offline(
-    session: Session, device: Device, policy: Policy, now_ms: int, channels: frozenset[str]
+    session: Session,
+    device: Device,
+    policy: Policy,
+    now_ms: int,
+    channels: frozenset[str],
+    last_closed: int | None,
 ) -> bool:
     """A device still offline with no open alert (a person closed it, or it was held back by a window that
     ended) is raised again once it has been offline a whole detection time since then."""
     detect_ms = policy.missed_heartbeats * (device.heartbeat_interval_s or policy.default_heartbeat_s) * 1000
-    last_closed = session.scalar(
-        select(func.max(Alert.resolved_ms)).where(Alert.device_id == device.id, Alert.kind == "offline")
-    )
     since = max(device.online_changed_ms or device.created_ms, last_closed or 0)
     if now_ms - since <= detect_ms or active_window(session, device.client_id, device.id, now_ms):
         return False
@@ -161,11 +166,30 @@ def _still_offline(
 _BATTERY_REMINDER_MS = 12 * 3600 * 1000
 
 
-def _closed_within(session: Session, device: Device, kind: str, now_ms: int, within_ms: int) -> bool:
+def _last_closed(session: Session, device_ids: list[str]) -> dict[tuple[str, str], int]:
+    """(device, kind) -> when its last offline or battery alert was closed: one query for a whole sweep."""
+    if not device_ids:
+        return {}
+    return {
+        (str(device_id), kind): resolved
+        for device_id, kind, resolved in session.execute(
+            select(Alert.device_id, Alert.kind, func.max(Alert.resolved_ms))
+            .where(
+                Alert.device_id.in_(device_ids),
+                Alert.kind.in_(("offline", "battery_low")),
+                Alert.resolved_ms.is_not(None),
+            )
+            .group_by(Alert.device_id, Alert.kind)
+        )
+        if resolved is not None
+    }
+
+
+def _closed_within(
+    closed: dict[tuple[str, str], int], device: Device, kind: str, now_ms: int, within_ms: int
+) -> bool:
     """Was an alert of ``kind`` about this device closed less than ``within_ms`` ago?"""
-    last = session.scalar(
-        select(func.max(Alert.resolved_ms)).where(Alert.device_id == device.id, Alert.kind == kind)
-    )
+    last = closed.get((device.id, kind))
     return last is not None and now_ms - last < within_ms
 
 

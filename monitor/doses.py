@@ -34,6 +34,7 @@ from storage.models import (
 
 from .policy import Policy
 from .rules import AdoptSchedule, DoseReport, OpenAlert, open_key
+from .store import open_alert, resolve_key
 
 _DEFAULT_TZ = ZoneInfo("Europe/Amsterdam")
 
@@ -216,8 +217,6 @@ def check_missed(
     tz: ZoneInfo = _DEFAULT_TZ,
 ) -> bool:
     """At due + grace: a dose still not taken is missed; open (or count on) the missed-dose alert."""
-    from .store import open_alert
-
     instance = session.get(DoseInstance, instance_id)
     if instance is None or instance.state != "pending":
         return False
@@ -263,8 +262,6 @@ def apply_report(
     tz: ZoneInfo = _DEFAULT_TZ,
 ) -> bool:
     """Apply a dispenser's dose report (due, taken, missed); return True when an alert changed."""
-    from .store import open_alert, resolve_key
-
     instance = _match(session, device.client_id, report, at_ms)
     if instance is None:
         # A dose the schedule does not know: the device's own word is all there is.

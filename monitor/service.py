@@ -28,8 +28,9 @@ from storage.db import SessionFactory
 
 from .devices import sweep_devices
 from .doses import plan_doses
+from .events import handle_pending_events
 from .steps import due_soon, run_due_steps
-from .store import PolicyBook, handle_pending_events
+from .store import PolicyBook
 
 __all__ = ["Monitor", "MonitorMetrics"]
 

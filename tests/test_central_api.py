@@ -13,7 +13,7 @@ from central.auth import hash_password
 from central.feed import Broadcaster
 from gateway.ingest import Inbound, plan_batch
 from gateway.store import store_plan
-from monitor.store import handle_pending_events
+from monitor.events import handle_pending_events
 from storage.db import SessionFactory
 from storage.registry import add_client, add_device, add_user
 

@@ -1,7 +1,7 @@
 """A second alarm is never silent: the console in Debian's headless Chromium against the real app.
 
 central's app runs under a real uvicorn (a thread, a free port) over a migrated SQLite file; alarms arrive as
-stored device events handled by the monitor's own code (``monitor.store.handle_pending_events``), so the
+stored device events handled by the monitor's own code (``monitor.events.handle_pending_events``), so the
 console sees exactly what the live feed sends. The sound is read from ``window.carealarmSound``, the counter
 the console's beep function keeps. Screenshots are kept in test-artifacts/ (console-reraise-*.png).
 """
@@ -24,7 +24,7 @@ from sqlalchemy import select
 from central.app import CentralContext, create_app
 from central.auth import hash_password
 from central.feed import Broadcaster
-from monitor.store import handle_pending_events
+from monitor.events import handle_pending_events
 from storage.db import SessionFactory, make_engine, make_session_factory, upgrade
 from storage.models import Alert, DeviceEvent
 from storage.registry import add_client, add_device, add_user

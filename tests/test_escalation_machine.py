@@ -15,8 +15,9 @@ from sqlalchemy import func, select, update
 from central.auth import hash_password
 from monitor.alerts import Action, IllegalTransition
 from monitor.devices import sweep_devices
+from monitor.events import handle_pending_events
 from monitor.steps import run_due_steps
-from monitor.store import apply_action, handle_pending_events
+from monitor.store import apply_action
 from storage.db import make_engine, make_session_factory
 from storage.models import Alert, Base, Device, DeviceEvent, DutyShift, EscalationStep, Notification
 from storage.registry import add_client, add_device, add_user

@@ -330,7 +330,8 @@ def test_only_admins_add_users_and_nurses_manage_nothing(api: TestClient) -> Non
 
 def test_a_removed_device_takes_its_state_alerts_with_it_but_never_an_alarm(sessions: SessionFactory) -> None:
     """Decommissioning a button closes its offline alert (``device_removed``); its open alarm stays."""
-    from monitor.store import handle_pending_events, resolve_device_alerts
+    from monitor.events import handle_pending_events
+    from monitor.store import resolve_device_alerts
     from storage.models import Alert, DeviceEvent
     from storage.registry import add_client, add_device, decommission_device
 

@@ -14,9 +14,10 @@ from central.auth import hash_password
 from monitor.alerts import Action
 from monitor.devices import judge_device, sweep_devices
 from monitor.doses import due_times, miss_priority, plan_doses
+from monitor.events import handle_pending_events
 from monitor.policy import DEFAULT_POLICY, PolicyError, merge_policy
 from monitor.steps import run_due_steps
-from monitor.store import apply_action, handle_pending_events
+from monitor.store import apply_action
 from monitor.visits import confirm_arrival, send_visit
 from storage.db import SessionFactory
 from storage.models import (

@@ -27,7 +27,7 @@ from central.app import CentralContext, create_app
 from central.auth import COOKIE_NAME, create_session, hash_password
 from central.feed import Broadcaster
 from central.records_models import AuditEntry
-from monitor.store import handle_pending_events
+from monitor.events import handle_pending_events
 from monitor.windows import (
     MAX_DURATION_MS,
     WindowInvalid,
