@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from helpers import wait_for
 from sqlalchemy import select
 from starlette.websockets import WebSocketDisconnect
 
@@ -193,6 +194,41 @@ def test_device_declines(world: World) -> None:
             device.send_json({"type": "decline"})
             assert _until(nurse, "ended")["call"]["end_reason"] == "declined"
     assert world.record(call["id"]).end_reason == "declined"
+
+
+def test_a_decline_before_the_nurse_socket_is_heard_while_the_end_is_being_stored(world: World) -> None:
+    """The client declines before the console's socket is open, and the end is still being written: the
+    socket that arrives then hears ``ended: declined``, not "no such call" (CI saw "refused" here)."""
+    import threading
+    import time
+
+    hub = world.hub
+    release = threading.Event()
+    write_row = hub._write_row
+
+    def slow_write_row(*args: Any) -> None:
+        release.wait(10)
+        write_row(*args)
+
+    hub._write_row = slow_write_row  # type: ignore[method-assign]
+    call = _start(world)
+    release.set()  # the ring's own row is written at once
+    token = world.last_ring()["token"]
+    release.clear()
+    try:
+        with _device_ws(world, call["id"], token) as device:
+            device.send_json({"type": "auth", "token": token})
+            _until(device, "hello")
+            device.send_json({"type": "decline"})
+            deadline = time.monotonic() + 5
+            while call["id"] in hub.calls and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert call["id"] not in hub.calls, "the decline was not applied"
+            with world.api.websocket_connect(f"/api/calls/{call['id']}/nurse") as nurse:
+                assert _until(nurse, "ended")["call"]["end_reason"] == "declined"
+    finally:
+        release.set()
+    wait_for(lambda: world.record(call["id"]).end_reason == "declined", 5, what="the stored end")
 
 
 def test_ring_times_out_without_an_answer(world: World) -> None:

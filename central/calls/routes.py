@@ -227,7 +227,9 @@ async def nurse_socket(websocket: WebSocket, call_id: str) -> None:
         await _refuse(websocket, 4401, "not signed in")
         return
     if not hub.claim(call_id, user.id, user.display_name):
-        ended = await asyncio.to_thread(_ended_call, websocket.app.state.ctx.sessions, call_id)
+        ended = hub.ended_view(call_id) or await asyncio.to_thread(
+            _ended_call, websocket.app.state.ctx.sessions, call_id
+        )
         if ended is not None:
             # The call ended before this socket arrived (a quick decline): say how, not just "unknown".
             await websocket.send_json({"type": "ended", "call": ended})

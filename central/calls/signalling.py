@@ -19,6 +19,7 @@ import logging
 import secrets
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -109,6 +110,9 @@ class LiveCall:
     writer: asyncio.Task[None] | None = None
 
 
+_ENDED_KEPT = 256  # recently ended calls remembered for late sockets
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -119,6 +123,9 @@ class CallHub:
         self.config = config
         self._clock = config.clock_ms or (lambda: int(time.time() * 1000))
         self.calls: dict[str, LiveCall] = {}
+        # The last calls that ended, as their views: a nurse socket that arrives while the end is still being
+        # stored (a quick decline) hears how the call ended instead of "no such call".
+        self._ended: OrderedDict[str, dict[str, Any]] = OrderedDict()
         # Call rows are written on their own threads: a burst of writes (SQLite takes one writer at a time)
         # must not queue the sign-in checks and rings that share asyncio's default pool.
         self._db_pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="calls-db")
@@ -194,6 +201,10 @@ class CallHub:
     def device_token_ok(self, call_id: str, token: str) -> bool:
         live = self.calls.get(call_id)
         return bool(live and live.token_hash and hmac.compare_digest(live.token_hash, _digest(token)))
+
+    def ended_view(self, call_id: str) -> dict[str, Any] | None:
+        """How a call that ended lately ended (its view), if this hub ended it; else None."""
+        return self._ended.get(call_id)
 
     def claim(self, call_id: str, user_id: int, user_name: str) -> bool:
         """May this nurse join the call? An incoming call that nobody has is hers from now on."""
@@ -331,6 +342,9 @@ class CallHub:
         ended = live.call.state is CallState.ENDED
         if ended:
             self.calls.pop(live.call.id, None)
+            self._ended[live.call.id] = view
+            while len(self._ended) > _ENDED_KEPT:
+                self._ended.popitem(last=False)
             if live.call.kind == "monitoring":
                 log.warning("AUDIT video monitoring call %s ended: %s", live.call.id, live.call.end_reason)
         message: dict[str, Any] = {"type": "ended" if ended else "state", "call": view}
