@@ -43,12 +43,12 @@ import paho.mqtt.client as paho  # noqa: E402
 import websockets  # noqa: E402
 
 from carealarm.broker import EmbeddedBroker  # noqa: E402
-from carealarm.mqtt import MqttConfig, make_client  # noqa: E402
 from central.auth import hash_password  # noqa: E402
 from central.calls.store import record_consent  # noqa: E402
 from devices.video.endpoint import EndpointConfig  # noqa: E402
 from devices.video.ice import use_loopback_candidates  # noqa: E402
 from devices.video.runtime import VideoDevice  # noqa: E402
+from messaging.mqtt import MqttConfig, make_client  # noqa: E402
 from protocol.v1 import decode_command  # noqa: E402
 from storage.db import make_engine, make_session_factory, upgrade  # noqa: E402
 from storage.registry import add_client, add_device, add_user, device_password_hashes  # noqa: E402

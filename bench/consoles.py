@@ -26,9 +26,9 @@ import websockets
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from carealarm.broker import SERVICE_USER, service_password
-from carealarm.mqtt import MqttConfig, make_client
 from central.auth import hash_password
+from messaging.accounts import SERVICE_USER, service_password
+from messaging.mqtt import MqttConfig, make_client
 from storage.db import make_engine, make_session_factory, upgrade
 from storage.registry import add_client, add_device, add_user
 

@@ -16,11 +16,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from carealarm.broker import SERVICE_USER, service_password
-from carealarm.mqtt import MqttConfig
 from devices.simulator.device import Credentials, FleetStats, SimDevice
 from devices.simulator.fleet import save_fleet
 from devices.simulator.mqtt import MqttClient
+from messaging.accounts import SERVICE_USER, service_password
+from messaging.mqtt import MqttConfig
 from storage.models import Device
 
 from .harness import Database, Sampler, Services, free_port, load_average

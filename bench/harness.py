@@ -23,9 +23,10 @@ from pathlib import Path
 from sqlalchemy import create_engine, func, insert, select, text
 from sqlalchemy.engine import make_url
 
-from carealarm.broker import EmbeddedBroker, mosquitto_hash
-from carealarm.mqtt import MqttConfig
+from carealarm.broker import EmbeddedBroker
 from devices.simulator.device import Credentials
+from messaging.accounts import mosquitto_hash
+from messaging.mqtt import MqttConfig
 from storage.db import SessionFactory, make_engine, make_session_factory, upgrade
 from storage.models import Client, Device, DeviceEvent
 from storage.registry import add_device, add_user

@@ -26,9 +26,19 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from monitor.policy import PolicyError, merge_policy
-from monitor.store import resolve_device_alerts
-from monitor.windows import WindowError, WindowInfo, WindowInvalid, create_window, end_window, list_windows
+from care.alert_store import resolve_device_alerts
+from care.policy import PolicyError, merge_policy
+from care.windows import WindowError, WindowInfo, WindowInvalid, create_window, end_window, list_windows
+from messaging.accounts import (
+    SERVICE_USER,
+    BrokerAdminError,
+    BrokerUnreachable,
+    DynsecAccounts,
+    dynsec_config,
+    mosquitto_hash,
+    service_password,
+)
+from messaging.mqtt import MqttConfig
 from storage.db import SessionFactory, make_engine, make_session_factory, upgrade
 from storage.models import Client, User
 from storage.registry import (
@@ -43,16 +53,6 @@ from storage.registry import (
     rotate_device_password,
 )
 
-from .broker import (
-    SERVICE_USER,
-    BrokerAdminError,
-    BrokerUnreachable,
-    DynsecAccounts,
-    dynsec_config,
-    mosquitto_hash,
-    service_password,
-)
-from .mqtt import MqttConfig
 from .settings import Settings
 
 __all__ = ["ADMIN_COMMANDS", "add_admin_commands", "run_admin"]
@@ -370,7 +370,7 @@ def _policy(session: Session, args: argparse.Namespace, now_ms: int) -> None:
 
     from sqlalchemy import select
 
-    from monitor.store import policy_for
+    from care.alert_store import policy_for
     from storage.models import Policy as PolicyRow
 
     if args.action == "set":

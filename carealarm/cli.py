@@ -182,10 +182,11 @@ def _broker(settings: Settings) -> int:
     import signal
     import threading
 
+    from messaging.accounts import BrokerError
     from storage.db import make_engine, make_session_factory, upgrade
     from storage.registry import device_password_hashes
 
-    from .broker import BrokerError, EmbeddedBroker
+    from .broker import EmbeddedBroker
     from .supervise import BrokerChild, Supervisor
 
     upgrade(settings.effective_database_url)
@@ -229,8 +230,7 @@ def _broker(settings: Settings) -> int:
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     from devices.simulator.fleet import format_progress, load_fleet, plan_actions, resolve_scenario, run_fleet
-
-    from .mqtt import MqttConfig
+    from messaging.mqtt import MqttConfig
 
     fleet_file = args.fleet or settings.data_dir / "fleet.json"
     if not fleet_file.exists():

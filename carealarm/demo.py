@@ -18,12 +18,12 @@ from sqlalchemy.orm import Session
 from central.auth import hash_password
 from devices.simulator.device import Credentials
 from devices.simulator.fleet import load_fleet, save_fleet
+from messaging.accounts import BrokerAdminError, DynsecAccounts, verify_mosquitto_hash
+from messaging.mqtt import MqttConfig
 from storage.db import SessionFactory
 from storage.models import Client, Device
 from storage.registry import add_client, add_device, add_user, broker_client_id
 
-from .broker import BrokerAdminError, DynsecAccounts, verify_mosquitto_hash
-from .mqtt import MqttConfig
 from .settings import Settings
 
 __all__ = ["DEMO_USERS", "DemoSeed", "demo_device_ids", "seed_demo", "start_demo"]

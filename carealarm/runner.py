@@ -16,21 +16,22 @@ from dataclasses import dataclass, field
 
 import uvicorn
 
+from care.channels import channels_from_settings
+from care.notifier import Notifier
 from central.app import CentralContext, create_app
 from central.calls.signalling import CallsConfig
 from central.feed import Broadcaster
 from central.watchdog import ProbeSender, Watchdog, ensure_probe_device
 from gateway.service import Gateway
-from monitor.channels import channels_from_settings
-from monitor.notifier import Notifier
+from messaging.accounts import SERVICE_USER, BrokerError, DynsecAccounts, service_password
+from messaging.mqtt import HINT_ALERTS, HINT_EVENTS, Hints, MqttConfig
 from monitor.service import Monitor
 from protocol.v1 import Command, command_topic, encode_command
 from storage.db import SessionFactory, make_engine, make_session_factory, schema_revision, upgrade
 from storage.registry import device_password_hashes
 from storage.service_runs import keep_beating
 
-from .broker import SERVICE_USER, BrokerError, DynsecAccounts, EmbeddedBroker, TlsListener, service_password
-from .mqtt import HINT_ALERTS, HINT_EVENTS, Hints, MqttConfig
+from .broker import EmbeddedBroker, TlsListener
 from .settings import Settings
 from .supervise import BrokerChild, Supervisor
 

@@ -14,15 +14,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.models import User
+from storage.records_models import AuditEntry
 
 from .auth import SignedInUser
-from .records_models import AuditEntry
 
 __all__ = ["AuditQuery", "query", "record"]
 
 log = logging.getLogger(__name__)
 
-# The columns' widths (central.records_models): longer text is cut rather than refused.
+# The columns' widths (storage.records_models): longer text is cut rather than refused.
 _REASON_CHARS = 500
 _DETAIL_CHARS = 500
 

@@ -22,11 +22,11 @@ from sqlalchemy import and_, exists, false, or_, select
 from sqlalchemy.orm import Session
 
 from storage.models import Alert, Client, Contact, Device, MedicationDose
+from storage.records_models import ClientNote
 
 from . import audit
 from .access import CARE_STATION_ROLES, confined_to, in_scope, require
 from .auth import SignedInUser
-from .records_models import ClientNote
 from .timeline import BadCursor, Cursor, client_timeline
 from .views import alert_views
 

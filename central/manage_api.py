@@ -10,7 +10,7 @@ Who may do what (the choice, and why):
 
 A device's broker password is returned once (at provisioning and at each rotation). Each device change is
 made in the database, then at the broker through ``app.state.device_accounts`` (a ``DeviceAccounts``; the
-runner gives ``carealarm.broker.DynsecAccounts``), which returns once the broker holds it; the answer says
+runner gives ``messaging.accounts.DynsecAccounts``), which returns once the broker holds it; the answer says
 whether it did (``broker_updated``). A schedule change is sent to the client's dispenser as a
 ``set_schedule`` command on the broker of ``app.state.calls_config.mqtt`` and shows as awaiting
 confirmation until the device's cmdack.
@@ -31,8 +31,9 @@ from pydantic import BaseModel, Field, field_validator
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from monitor.doses import replan_client
-from monitor.store import policy_for, resolve_device_alerts
+from care.alert_store import policy_for, resolve_device_alerts
+from care.commands import command_state, latest_command, mark_not_sent, new_command, next_schedule_version
+from care.doses import replan_client
 from protocol.v1 import Command, ProtocolError, encode_command
 from storage.models import Client, Device, DutyShift, MedicationDose, User
 from storage.registry import (
@@ -48,7 +49,6 @@ from storage.registry import (
 
 from .auth import ROLES, SignedInUser, hash_password
 from .calls.ring import RingPublisher
-from .commands import command_state, latest_command, mark_not_sent, new_command, next_schedule_version
 from .ids import BodyId, PathId
 from .routes import current_user
 
@@ -217,7 +217,7 @@ def _tell_broker(request: Request, what: str, change: Callable[[DeviceAccounts],
         return {"broker_updated": None, "broker_detail": "no broker is configured for this API"}
     try:
         change(accounts)
-    except Exception as exc:  # the port's own errors are the roof's (carealarm.broker); any failure counts
+    except Exception as exc:  # the port's own errors are the roof's (messaging.accounts); any failure counts
         log.error("manage: the broker was not told of %s: %s", what, exc)
         return {"broker_updated": False, "broker_detail": str(exc)}
     return {"broker_updated": True, "broker_detail": None}

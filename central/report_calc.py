@@ -178,7 +178,7 @@ def _day(ms: int, tz: tzinfo) -> str:
 # -- medication adherence -----------------------------------------------------------------------------
 
 # A dispenser's report without a due time is about the nearest instance of that dose within this distance:
-# the monitor's rule (``monitor.doses._MATCH_WINDOW_MS``), so a report the monitor applied to a scheduled
+# the monitor's rule (``care.doses._MATCH_WINDOW_MS``), so a report the monitor applied to a scheduled
 # dose is not counted a second time here.
 MATCH_WINDOW_MS = 12 * 3600 * 1000
 

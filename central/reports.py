@@ -40,7 +40,7 @@ _DEFAULT_WINDOW_MS = 7 * 86_400_000
 # A gateway not heard from for 30 s is down for the reports (a few late beats are a busy database or a
 # garbage-collection pause, not an outage); the live health banner judges far sooner (central/health.py).
 _SERVICE_GRACE_MS = 30_000
-# The subject of a missed-dose alert the monitor opened on a dispenser's word alone (monitor/doses.py).
+# The subject of a missed-dose alert the monitor opened on a dispenser's word alone (care/doses.py).
 _DEVICE_DOSE = "device-dose:"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 

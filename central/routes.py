@@ -20,9 +20,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
 
-from monitor.alerts import OUTCOMES, Action, IllegalTransition
-from monitor.store import AlertConflict, AlertNotFound, add_note, apply_action, assign
-from monitor.visits import VisitNotFound, confirm_arrival, send_visit
+from care.alert_store import AlertConflict, AlertNotFound, add_note, apply_action, assign
+from care.alerts import OUTCOMES, Action, IllegalTransition
+from care.visits import VisitNotFound, confirm_arrival, send_visit
 from storage.models import User
 
 from . import audit

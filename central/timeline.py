@@ -27,6 +27,7 @@ from typing import Any, Final
 from sqlalchemy import ColumnElement, and_, or_, select, true
 from sqlalchemy.orm import Session, aliased
 
+from storage.calls_models import CallRecord
 from storage.models import (
     Alert,
     AlertNote,
@@ -38,9 +39,7 @@ from storage.models import (
     User,
     Visit,
 )
-
-from .calls.models import CallRecord
-from .records_models import ClientNote
+from storage.records_models import ClientNote
 
 __all__ = ["TYPES", "BadCursor", "Cursor", "client_timeline", "merge_page"]
 
@@ -58,7 +57,7 @@ TYPES: Final = (
 )
 _STR_ID_TYPES: Final = frozenset({"call"})
 _CURSOR = re.compile(r"(\d{1,15})(?::([a-z_]{1,20}):([0-9a-f]{1,32}))?")
-# As monitor.doses: a report without due_ts is the nearest scheduled instance within this distance.
+# As care.doses: a report without due_ts is the nearest scheduled instance within this distance.
 _MATCH_WINDOW_MS: Final = 12 * 3600 * 1000
 
 

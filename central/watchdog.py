@@ -33,9 +33,9 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from carealarm.mqtt import MqttConfig, make_client
-from monitor.channels import Channel, ChannelError, NotificationMessage
-from monitor.roster import on_duty
+from care.channels import Channel, ChannelError, NotificationMessage
+from care.roster import on_duty
+from messaging.mqtt import MqttConfig, make_client
 from storage.db import SessionFactory
 from storage.models import ChainIncident, Client, Device, DeviceEvent
 

@@ -1,4 +1,4 @@
-"""Maintenance windows over HTTP: create, list and end them (the rules are in :mod:`monitor.windows`).
+"""Maintenance windows over HTTP: create, list and end them (the rules are in :mod:`care.windows`).
 
 Who may (the choice, and why): the care station — care-station nurses, supervisors and admins. A window
 changes what reaches the care station's queue, and the nurse on duty is the one the family phones with
@@ -25,7 +25,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from monitor.windows import (
+from care.windows import (
     WindowAlreadyEnded,
     WindowInfo,
     WindowInvalid,

@@ -9,7 +9,7 @@ from typing import Any
 
 import paho.mqtt.client as paho
 
-from carealarm.mqtt import MqttConfig, make_client
+from messaging.mqtt import MqttConfig, make_client
 
 __all__ = ["BrokerLink"]
 

@@ -34,7 +34,7 @@ from typing import cast
 import paho.mqtt.client as paho
 from sqlalchemy.exc import SQLAlchemyError
 
-from carealarm.mqtt import HINT_EVENTS, MqttConfig
+from messaging.mqtt import HINT_EVENTS, MqttConfig
 from protocol.v1 import DEVICE_KINDS, Ack, Heartbeat, ProtocolError, Status, ack_topic, decode, encode_ack
 from storage.db import SessionFactory
 

@@ -13,11 +13,10 @@ from typing import Any
 from sqlalchemy import Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
+from care.alert_store import PolicyBook, active_window, open_alert, resolve_key
+from care.policy import Policy
+from care.rules import OpenAlert, offline_priority, open_key
 from storage.models import Alert, Device
-
-from .policy import Policy
-from .rules import OpenAlert, offline_priority, open_key
-from .store import PolicyBook, active_window, open_alert, resolve_key
 
 __all__ = ["DeviceVerdict", "judge_device", "sweep_devices"]
 

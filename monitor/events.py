@@ -13,12 +13,11 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import case, select
 from sqlalchemy.orm import Session
 
-from storage.models import Alert, AlertChange, AlertNote, Device, DeviceEvent, MedicationDose
-
-from .alerts import Action, AlertState
-from .doses import adopt_schedule, apply_report
-from .policy import Policy
-from .rules import (
+from care.alert_store import PolicyBook, apply_action, open_alert, resolve_key
+from care.alerts import Action, AlertState
+from care.doses import adopt_schedule, apply_report
+from care.policy import Policy
+from care.rules import (
     AdoptSchedule,
     CancelAlarm,
     DoseReport,
@@ -28,7 +27,7 @@ from .rules import (
     open_key,
     stock_alert,
 )
-from .store import PolicyBook, apply_action, open_alert, resolve_key
+from storage.models import Alert, AlertChange, AlertNote, Device, DeviceEvent, MedicationDose
 
 __all__ = ["Outcome", "handle_pending_events"]
 
@@ -108,7 +107,7 @@ def handle_pending_events(
             out.alerts_changed |= _stock(session, device, event.payload, at, now_ms, policy, channels)
         elif event.kind == "cmdack":
             # The device confirms (or refuses) a command, e.g. a new medication schedule.
-            from central.commands import apply_command_ack
+            from care.commands import apply_command_ack
 
             body = json.loads(event.payload)
             apply_command_ack(session, event.device_id, body["cmd_id"], body["result"], event.received_ms)

@@ -24,13 +24,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from care.alert_store import PolicyBook
+from care.doses import plan_doses
+from care.steps import due_soon, run_due_steps
 from storage.db import SessionFactory
 
 from .devices import sweep_devices
-from .doses import plan_doses
 from .events import handle_pending_events
-from .steps import due_soon, run_due_steps
-from .store import PolicyBook
 
 __all__ = ["Monitor", "MonitorMetrics"]
 

@@ -216,7 +216,7 @@ class Alert(Base):
     )
     # What the alert is about beyond client and kind (a dose id, a visit id), for resolving it later.
     subject: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    # The dedup key while repeats are counted on this alert (see ``monitor.rules.open_key``); NULL after.
+    # The dedup key while repeats are counted on this alert (see ``care.rules.open_key``); NULL after.
     open_key: Mapped[str | None] = mapped_column(String(120), nullable=True)
     # An alarm pressed while an earlier alarm of the client was in progress: the alarm that was running.
     incident_alert_id: Mapped[int | None] = mapped_column(

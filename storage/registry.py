@@ -12,7 +12,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from carealarm.broker import SERVICE_USER, DeviceAccount, mosquitto_hash
+from messaging.accounts import SERVICE_USER, DeviceAccount, mosquitto_hash
 
 from .models import Client, Device, User
 

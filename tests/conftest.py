@@ -19,7 +19,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from carealarm.broker import EmbeddedBroker
-from carealarm.mqtt import MqttConfig
+from messaging.mqtt import MqttConfig
 from storage.db import SessionFactory, make_engine, make_session_factory, upgrade
 
 PG_SERVER_URL = os.environ.get(

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from carealarm.broker import EmbeddedBroker
-from carealarm.mqtt import MqttConfig
+from messaging.mqtt import MqttConfig
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
@@ -62,7 +62,7 @@ def wait_for(
 
 def forget_session(cfg: MqttConfig, client_id: str) -> None:
     """Drop a persistent session from a shared broker (clean start, expiry 0): leave it as we found it."""
-    from carealarm.mqtt import make_client
+    from messaging.mqtt import make_client
 
     client, _ = make_client(cfg, client_id)
     client.connect(cfg.host, cfg.port, clean_start=True)
@@ -81,7 +81,7 @@ class MqttProbe:
 
         import paho.mqtt.client as paho
 
-        from carealarm.mqtt import make_client
+        from messaging.mqtt import make_client
 
         self.messages: queue.Queue[tuple[str, bytes, bool]] = queue.Queue()
         self.connect_reason: object = None

@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.alerts import Action, AlertState, IllegalTransition, answer_ms, transition
-from monitor.policy import DEFAULT_POLICY
-from monitor.rules import (
+from care.alerts import Action, AlertState, IllegalTransition, answer_ms, transition
+from care.policy import DEFAULT_POLICY
+from care.rules import (
     CancelAlarm,
     DoseReport,
     OpenAlert,

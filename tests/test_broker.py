@@ -9,8 +9,9 @@ from pathlib import Path
 
 from helpers import MqttProbe, free_port, service_config
 
-from carealarm.broker import DeviceAccount, EmbeddedBroker, device_role, dynsec_config, mosquitto_hash
-from carealarm.mqtt import MqttConfig
+from carealarm.broker import EmbeddedBroker
+from messaging.accounts import DeviceAccount, device_role, dynsec_config, mosquitto_hash
+from messaging.mqtt import MqttConfig
 
 
 def _device(broker: EmbeddedBroker, device_id: str, password: str) -> MqttConfig:

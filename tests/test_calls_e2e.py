@@ -23,10 +23,8 @@ from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port, wait_for
 from sqlalchemy import select
 
 from carealarm.broker import EmbeddedBroker
-from carealarm.mqtt import MqttConfig
 from central.app import CentralContext, create_app
 from central.auth import hash_password
-from central.calls.models import CallRecord
 from central.calls.signalling import CallsConfig
 from central.calls.state import Timeouts
 from central.calls.store import record_consent
@@ -34,6 +32,8 @@ from central.feed import Broadcaster
 from devices.video.endpoint import EndpointConfig
 from devices.video.ice import use_loopback_candidates
 from devices.video.runtime import VideoDevice
+from messaging.mqtt import MqttConfig
+from storage.calls_models import CallRecord
 from storage.db import SessionFactory, make_engine, make_session_factory, upgrade
 from storage.registry import add_client, add_device, add_user, device_password_hashes
 

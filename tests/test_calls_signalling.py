@@ -16,11 +16,11 @@ from starlette.websockets import WebSocketDisconnect
 
 from central.app import CentralContext, create_app
 from central.auth import hash_password
-from central.calls.models import CallRecord
 from central.calls.signalling import CallHub, CallsConfig
 from central.calls.state import Timeouts
 from central.feed import Broadcaster
 from protocol.v1 import decode_command
+from storage.calls_models import CallRecord
 from storage.db import SessionFactory
 from storage.registry import add_client, add_device, add_user
 

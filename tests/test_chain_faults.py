@@ -28,11 +28,12 @@ from proxy import TcpProxy
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from carealarm.broker import EmbeddedBroker, mosquitto_hash
-from carealarm.mqtt import MqttConfig
+from carealarm.broker import EmbeddedBroker
 from central.auth import hash_password
 from central.watchdog import PROBE_DEVICE
 from devices.simulator.device import Credentials, SimDevice
+from messaging.accounts import mosquitto_hash
+from messaging.mqtt import MqttConfig
 from storage.db import make_engine, make_session_factory, upgrade
 from storage.models import Alert, AlertChange, DeviceEvent, DutyShift
 from storage.models import Policy as PolicyRow

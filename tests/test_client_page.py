@@ -18,9 +18,9 @@ from sqlalchemy import select
 from central.app import CentralContext, create_app
 from central.auth import hash_password
 from central.feed import Broadcaster
-from central.records_models import AuditEntry
 from storage.db import SessionFactory, make_engine, make_session_factory, upgrade
 from storage.models import Alert, AlertNote, Contact, Device, DoseInstance, MedicationDose
+from storage.records_models import AuditEntry
 from storage.registry import add_client, add_device, add_user
 
 pytestmark = pytest.mark.browser

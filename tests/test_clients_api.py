@@ -11,14 +11,12 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
+from care.alert_store import assign
 from central.access import ACTIONS, may
 from central.app import CentralContext, create_app
 from central.auth import COOKIE_NAME, ROLES, create_session, hash_password
-from central.calls.models import CallRecord
 from central.feed import Broadcaster
-from central.records_models import AuditEntry
-from central.records_models import ClientNote as ClientNoteRow
-from monitor.store import assign
+from storage.calls_models import CallRecord
 from storage.db import SessionFactory
 from storage.models import (
     Alert,
@@ -31,6 +29,8 @@ from storage.models import (
     User,
     Visit,
 )
+from storage.records_models import AuditEntry
+from storage.records_models import ClientNote as ClientNoteRow
 from storage.registry import add_client, add_device, add_user
 
 NOW = 1_800_000_000_000

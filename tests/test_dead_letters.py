@@ -28,12 +28,13 @@ from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, MqttProbe, free_port, se
 from sqlalchemy import bindparam, select, text
 
 import carealarm.broker
-from carealarm.broker import EmbeddedBroker, mosquitto_hash
-from carealarm.mqtt import MqttConfig
+from carealarm.broker import EmbeddedBroker
 from central.auth import hash_password
 from gateway.ingest import Inbound, plan_batch
 from gateway.service import Gateway
 from gateway.store import store_batch
+from messaging.accounts import mosquitto_hash
+from messaging.mqtt import MqttConfig
 from storage.db import SessionFactory
 from storage.models import DeadLetter, DeviceEvent
 from storage.registry import add_client, add_device, add_user

@@ -12,12 +12,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from sqlalchemy import func, select, update
 
+from care.alert_store import apply_action
+from care.alerts import Action, IllegalTransition
+from care.steps import run_due_steps
 from central.auth import hash_password
-from monitor.alerts import Action, IllegalTransition
 from monitor.devices import sweep_devices
 from monitor.events import handle_pending_events
-from monitor.steps import run_due_steps
-from monitor.store import apply_action
 from storage.db import make_engine, make_session_factory
 from storage.models import Alert, Base, Device, DeviceEvent, DutyShift, EscalationStep, Notification
 from storage.registry import add_client, add_device, add_user

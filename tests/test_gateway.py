@@ -14,9 +14,10 @@ import pytest
 from helpers import MqttProbe, forget_session, free_port, service_config, wait_for
 from sqlalchemy import func, select
 
-from carealarm.broker import EmbeddedBroker, mosquitto_hash
-from carealarm.mqtt import MqttConfig
+from carealarm.broker import EmbeddedBroker
 from gateway.service import Gateway
+from messaging.accounts import mosquitto_hash
+from messaging.mqtt import MqttConfig
 from storage.db import SessionFactory
 from storage.models import DeadLetter, Device, DeviceEvent
 from storage.registry import add_client, add_device

@@ -20,10 +20,11 @@ from helpers import MqttProbe, forget_session, free_port, service_config, wait_f
 from proxy import TcpProxy
 from sqlalchemy import func, select
 
-from carealarm.broker import EmbeddedBroker, TlsListener, mosquitto_hash
-from carealarm.mqtt import MqttConfig, make_client
+from carealarm.broker import EmbeddedBroker, TlsListener
 from gateway.ingest import Inbound
 from gateway.service import Gateway
+from messaging.accounts import mosquitto_hash
+from messaging.mqtt import MqttConfig, make_client
 from storage.db import SessionFactory, make_engine, make_session_factory, upgrade
 from storage.models import DeadLetter, DeviceEvent
 from storage.registry import add_client, add_device

@@ -14,13 +14,14 @@ from fastapi.testclient import TestClient
 from helpers import MqttProbe, service_config
 from sqlalchemy import select
 
-from carealarm.broker import DynsecAccounts, EmbeddedBroker
-from carealarm.mqtt import MqttConfig
+from care.commands import apply_command_ack
+from carealarm.broker import EmbeddedBroker
 from central.app import CentralContext, create_app
 from central.auth import hash_password, verify_password
 from central.calls.signalling import CallsConfig
-from central.commands import apply_command_ack
 from central.feed import Broadcaster
+from messaging.accounts import DynsecAccounts
+from messaging.mqtt import MqttConfig
 from protocol.v1 import command_topic, decode_command
 from storage.db import SessionFactory
 from storage.models import MedicationDose
@@ -330,8 +331,8 @@ def test_only_admins_add_users_and_nurses_manage_nothing(api: TestClient) -> Non
 
 def test_a_removed_device_takes_its_state_alerts_with_it_but_never_an_alarm(sessions: SessionFactory) -> None:
     """Decommissioning a button closes its offline alert (``device_removed``); its open alarm stays."""
+    from care.alert_store import resolve_device_alerts
     from monitor.events import handle_pending_events
-    from monitor.store import resolve_device_alerts
     from storage.models import Alert, DeviceEvent
     from storage.registry import add_client, add_device, decommission_device
 

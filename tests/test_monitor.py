@@ -10,15 +10,15 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy import func, select
 
+from care.alert_store import apply_action
+from care.alerts import Action
+from care.doses import due_times, miss_priority, plan_doses
+from care.policy import DEFAULT_POLICY, PolicyError, merge_policy
+from care.steps import run_due_steps
+from care.visits import confirm_arrival, send_visit
 from central.auth import hash_password
-from monitor.alerts import Action
 from monitor.devices import judge_device, sweep_devices
-from monitor.doses import due_times, miss_priority, plan_doses
 from monitor.events import handle_pending_events
-from monitor.policy import DEFAULT_POLICY, PolicyError, merge_policy
-from monitor.steps import run_due_steps
-from monitor.store import apply_action
-from monitor.visits import confirm_arrival, send_visit
 from storage.db import SessionFactory
 from storage.models import (
     Alert,
@@ -496,7 +496,7 @@ def test_a_device_still_offline_after_a_person_closed_its_alert_is_raised_again(
 def test_a_dispenser_schedule_is_adopted_unless_a_newer_one_is_on_its_way(world: World) -> None:
     """The dispenser's own report becomes the schedule (planned at once); a report older than a set_schedule
     still awaiting its answer is not; a refused set_schedule does not block the dispenser's real schedule."""
-    from central.commands import new_command
+    from care.commands import new_command
 
     def report(version: int, at: str) -> None:
         world.event("med", "schedule", {"version": version, "doses": [{"dose_id": "ochtend", "at": at}]})
@@ -520,7 +520,7 @@ def test_a_dispenser_schedule_is_adopted_unless_a_newer_one_is_on_its_way(world:
     report(2, "09:00")  # from before our version 5 arrived
     assert schedule() == ["08:00"]
     with world.sessions.begin() as s:
-        from central.commands import apply_command_ack
+        from care.commands import apply_command_ack
 
         apply_command_ack(s, "med", cmd_id, "refused", world.now)
     report(3, "09:30")  # the device refused version 5: what it holds is the schedule

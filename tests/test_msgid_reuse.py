@@ -18,11 +18,12 @@ from hypothesis import assume, given
 from sqlalchemy import select
 from test_protocol import messages
 
-from carealarm.broker import EmbeddedBroker, mosquitto_hash
-from carealarm.mqtt import MqttConfig
+from carealarm.broker import EmbeddedBroker
 from gateway.ingest import Inbound, Plan, StoredEvent, judge_reuse, plan_batch, reused_alarm_msg_id
 from gateway.service import Gateway
 from gateway.store import store_plan
+from messaging.accounts import mosquitto_hash
+from messaging.mqtt import MqttConfig
 from protocol.v1 import (
     MAX_PAYLOAD_BYTES,
     Ack,

@@ -62,7 +62,7 @@ def station(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
 def _leave_the_system_broker_as_found(st: Station) -> None:
     from helpers import forget_session
 
-    from carealarm.mqtt import MqttConfig
+    from messaging.mqtt import MqttConfig
 
     cfg = MqttConfig.from_url(f"mqtt://{st.mqtt_host}:{st.mqtt_port}")
     for role in ("alarms", "bulk"):

@@ -24,8 +24,7 @@ from aiosmtpd.controller import Controller
 from helpers import free_port
 from sqlalchemy import select, update
 
-from carealarm.settings import Settings
-from monitor.channels import (
+from care.channels import (
     ChannelError,
     EmailChannel,
     FakeChannel,
@@ -35,7 +34,7 @@ from monitor.channels import (
     sign_webhook,
     verify_webhook_signature,
 )
-from monitor.notifier import (
+from care.notifier import (
     MAX_ATTEMPTS,
     SENDING_LEASE_MS,
     Notifier,
@@ -44,6 +43,7 @@ from monitor.notifier import (
     next_try_after,
     recover_stuck,
 )
+from carealarm.settings import Settings
 from storage.db import SessionFactory, make_engine, make_session_factory
 from storage.models import Alert, Notification
 from storage.registry import add_client
@@ -473,7 +473,7 @@ def test_notifier_survives_an_unreachable_database(caplog: pytest.LogCaptureFixt
         stop.set()
         await asyncio.wait_for(task, 5)
 
-    with caplog.at_level(logging.ERROR, logger="monitor.notifier"):
+    with caplog.at_level(logging.ERROR, logger="care.notifier"):
         asyncio.run(main())
     engine.dispose()
     assert sum("database unavailable" in r.getMessage() for r in caplog.records) >= 2

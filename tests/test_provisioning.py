@@ -26,11 +26,12 @@ import pytest
 from fastapi.testclient import TestClient
 from helpers import MqttProbe, free_port, service_config, wait_for
 
-from carealarm.broker import DynsecAccounts, EmbeddedBroker, dynsec_plugin, mosquitto_hash
-from carealarm.mqtt import MqttConfig, make_client
+from carealarm.broker import EmbeddedBroker, dynsec_plugin
 from central.app import CentralContext, create_app
 from central.auth import hash_password
 from central.feed import Broadcaster
+from messaging.accounts import DynsecAccounts, mosquitto_hash
+from messaging.mqtt import MqttConfig, make_client
 from storage.db import SessionFactory
 from storage.models import Device, DeviceEvent
 from storage.registry import add_client, add_user

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from carealarm.broker import EmbeddedBroker, mosquitto_hash
-from carealarm.mqtt import MqttConfig
+from carealarm.broker import EmbeddedBroker
 from devices.simulator.device import Credentials, SimDevice
 from devices.simulator.mqtt import (
     MQTT_5,
@@ -23,6 +22,8 @@ from devices.simulator.mqtt import (
     encode_packet,
 )
 from devices.simulator.scenarios import SCENARIOS, clock_offset_ms, is_flaky, timeline
+from messaging.accounts import mosquitto_hash
+from messaging.mqtt import MqttConfig
 
 ROOT = "carealarm/v1/devices"
 

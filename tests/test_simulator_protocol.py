@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 
-from carealarm.broker import EmbeddedBroker, mosquitto_hash
-from carealarm.mqtt import MqttConfig
+from carealarm.broker import EmbeddedBroker
 from devices.simulator import careday
 from devices.simulator.commands import Response, readable_cmd_id, respond
 from devices.simulator.device import Credentials, SimDevice
 from devices.simulator.fleet import _DO, plan_actions, resolve_scenario, run_fleet
 from devices.simulator.mqtt import ConnectRefused, MqttClient
 from devices.simulator.scenarios import SCENARIOS, Action, after_the_plan, timeline
+from messaging.accounts import mosquitto_hash
+from messaging.mqtt import MqttConfig
 from protocol.v1 import (
     Command,
     CommandAck,

@@ -7,12 +7,12 @@ import threading
 import pytest
 from sqlalchemy import func, inspect, select
 
+from care.alert_store import apply_action
+from care.alerts import Action, IllegalTransition
 from central.auth import hash_password
 from gateway.ingest import Inbound, plan_batch
 from gateway.store import known_device_ids, store_plan
-from monitor.alerts import Action, IllegalTransition
 from monitor.events import handle_pending_events
-from monitor.store import apply_action
 from storage.db import SessionFactory, downgrade, make_engine, upgrade
 from storage.models import Alert, AlertChange, DeadLetter, DeviceEvent
 from storage.registry import RegistryError, add_client, add_device, add_user

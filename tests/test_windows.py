@@ -22,13 +22,7 @@ from fastapi.testclient import TestClient
 from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port, wait_for
 from sqlalchemy import select
 
-from carealarm.cli import main
-from central.app import CentralContext, create_app
-from central.auth import COOKIE_NAME, create_session, hash_password
-from central.feed import Broadcaster
-from central.records_models import AuditEntry
-from monitor.events import handle_pending_events
-from monitor.windows import (
+from care.windows import (
     MAX_DURATION_MS,
     WindowInvalid,
     check_window,
@@ -36,8 +30,14 @@ from monitor.windows import (
     end_window,
     window_state,
 )
+from carealarm.cli import main
+from central.app import CentralContext, create_app
+from central.auth import COOKIE_NAME, create_session, hash_password
+from central.feed import Broadcaster
+from monitor.events import handle_pending_events
 from storage.db import SessionFactory, make_engine, make_session_factory, upgrade
 from storage.models import Alert, AlertNote, DeviceEvent, MaintenanceWindow, Suppression
+from storage.records_models import AuditEntry
 from storage.registry import add_client, add_device, add_user
 
 NOW = 1_800_000_000_000

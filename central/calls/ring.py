@@ -8,7 +8,7 @@ import uuid
 
 import paho.mqtt.client as paho
 
-from carealarm.mqtt import MqttConfig, make_client
+from messaging.mqtt import MqttConfig, make_client
 from protocol.v1 import command_topic
 
 __all__ = ["RingPublisher"]

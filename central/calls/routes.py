@@ -244,7 +244,7 @@ async def nurse_socket(websocket: WebSocket, call_id: str) -> None:
 
 
 def _ended_call(sessions: Any, call_id: str) -> dict[str, Any] | None:
-    from .models import CallRecord
+    from storage.calls_models import CallRecord
 
     if len(call_id) > 32:
         return None

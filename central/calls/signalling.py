@@ -25,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
-from carealarm.mqtt import MqttConfig
+from messaging.mqtt import MqttConfig
 from protocol.v1 import Command, encode_command
 from storage.db import SessionFactory
 

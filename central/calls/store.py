@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage.calls_models import CallRecord, VideoConsent
 from storage.models import Client, Device, User
 
-from .models import CallRecord, VideoConsent
 from .state import Call
 
 __all__ = [

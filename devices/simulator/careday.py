@@ -47,12 +47,12 @@ TAIL_S: Final = 15.0
 # Every dispenser's schedule, local time of the simulated day.
 DOSE_TIMES: Final = ("08:00", "13:00", "18:00", "22:00")
 # A dispenser reports a dose missed this long after it was due: the service's default grace (45 min,
-# monitor/policy.py), so on a real day the device's word and the service's own timer agree.
+# care/policy.py), so on a real day the device's word and the service's own timer agree.
 GRACE_DAY_S: Final = 45 * 60
 # A dispenser warns of low stock from this many doses left on. Four doses a day, so this is less than a
 # day's supply: below the service's warning threshold (72 h) whatever schedule it holds for the client.
 STOCK_LOW_AT: Final = 3
-# The service's default low-battery threshold (monitor/policy.py battery_low_pct): only used to say in
+# The service's default low-battery threshold (care/policy.py battery_low_pct): only used to say in
 # the log when the draining battery crosses it.
 LOW_BATTERY_PCT: Final = 20
 

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final
 
-from carealarm.mqtt import MqttConfig
+from messaging.mqtt import MqttConfig
 from protocol.v1 import (
     Alarm,
     AlarmCancel,

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Final
 
-from carealarm.mqtt import MqttConfig
+from messaging.mqtt import MqttConfig
 
 from . import careday
 from .device import Credentials, FleetStats, SimDevice

@@ -13,7 +13,7 @@ import sys
 import threading
 from typing import Any
 
-from carealarm.mqtt import MqttConfig
+from messaging.mqtt import MqttConfig
 
 from .endpoint import EndpointConfig
 from .ice import use_loopback_candidates

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from carealarm.mqtt import MqttConfig
 from devices.simulator.device import Credentials
+from messaging.mqtt import MqttConfig
 
 from .endpoint import EndpointConfig
 from .runtime import VideoDevice

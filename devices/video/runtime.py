@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
 
-from carealarm.mqtt import MqttConfig, make_client
+from messaging.mqtt import MqttConfig, make_client
 from protocol.v1 import ProtocolError, Status, command_topic, decode_command, encode
 
 from .endpoint import EndpointConfig, VideoEndpoint

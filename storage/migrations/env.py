@@ -2,9 +2,9 @@
 
 from alembic import context
 
-import central.calls.models  # noqa: F401  (the calls tables join Base.metadata)
-import central.commands_models  # noqa: F401  (the commands table joins Base.metadata)
-import central.records_models  # noqa: F401  (client notes and the audit log join Base.metadata)
+import storage.calls_models  # noqa: F401  (the calls tables join Base.metadata)
+import storage.commands_models  # noqa: F401  (the commands table joins Base.metadata)
+import storage.records_models  # noqa: F401  (client notes and the audit log join Base.metadata)
 from storage.models import Base
 
 connection = context.config.attributes["connection"]

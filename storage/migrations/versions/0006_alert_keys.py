@@ -19,7 +19,7 @@ _ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
 def _key(kind: str, client_id: int, device_id: str | None, subject: str | None) -> str:
-    """The same key ``monitor.rules.open_key`` gives (copied: a migration must not change with the code)."""
+    """The same key ``care.rules.open_key`` gives (copied: a migration must not change with the code)."""
     if kind == "alarm":
         return f"alarm:c{client_id}"
     if subject:

@@ -1,7 +1,7 @@
 """Channels that carry a notification to a person off the console: e-mail over SMTP and a signed webhook.
 
 A channel sends one message and either returns or raises; retries, backoff and bookkeeping belong to
-``monitor.notifier``. ``FakeChannel`` is the in-repo fake for unit tests.
+``care.notifier``. ``FakeChannel`` is the in-repo fake for unit tests.
 
 Exceptions::
 
@@ -20,7 +20,7 @@ Each POST carries ``X-Carealarm-Timestamp: <unix seconds>`` and
 3. refuses a timestamp more than 5 minutes away from its own clock, so that a captured request cannot be
    replayed later (the timestamp is covered by the signature, so it cannot be altered);
 4. deduplicates on the JSON ``id``: after a crash of carealarm mid-send the same notification can arrive
-   twice (see ``monitor.notifier.recover_stuck``).
+   twice (see ``care.notifier.recover_stuck``).
 
 ``verify_webhook_signature`` below does steps 2 and 3 for Python receivers.
 """
@@ -41,10 +41,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
-from typing import TYPE_CHECKING, Protocol
-
-if TYPE_CHECKING:
-    from carealarm.settings import Settings
+from typing import Protocol
 
 __all__ = [
     "SIGNATURE_TOLERANCE_S",
@@ -271,7 +268,28 @@ class FakeChannel:
             self.sent.append(message)
 
 
-def channels_from_settings(settings: Settings) -> dict[str, Channel]:
+class ChannelSettings(Protocol):
+    """What the channels read from the program's settings (``carealarm.settings.Settings`` has it all)."""
+
+    @property
+    def smtp_host(self) -> str: ...
+    @property
+    def smtp_port(self) -> int: ...
+    @property
+    def smtp_from(self) -> str: ...
+    @property
+    def smtp_username(self) -> str: ...
+    @property
+    def smtp_password(self) -> str: ...
+    @property
+    def smtp_starttls(self) -> bool: ...
+    @property
+    def webhook_url(self) -> str: ...
+    @property
+    def webhook_secret(self) -> str: ...
+
+
+def channels_from_settings(settings: ChannelSettings) -> dict[str, Channel]:
     """Build the configured channels by name: e-mail if ``smtp_host`` is set, webhook if ``webhook_url``."""
     channels: dict[str, Channel] = {}
     if settings.smtp_host:

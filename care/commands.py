@@ -15,8 +15,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from protocol.v1 import COMMAND_RESULTS
-
-from .commands_models import CommandRecord
+from storage.commands_models import CommandRecord
 
 __all__ = [
     "NOT_SENT",

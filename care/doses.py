@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import delete, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from central.commands_models import CommandRecord
+from storage.commands_models import CommandRecord
 from storage.models import (
     Alert,
     AlertNote,
@@ -32,9 +32,9 @@ from storage.models import (
     Notification,
 )
 
+from .alert_store import open_alert, resolve_key
 from .policy import Policy
 from .rules import AdoptSchedule, DoseReport, OpenAlert, open_key
-from .store import open_alert, resolve_key
 
 _DEFAULT_TZ = ZoneInfo("Europe/Amsterdam")
 

@@ -7,8 +7,8 @@ from sqlalchemy.orm import Session
 
 from storage.models import Alert, AlertNote, EscalationStep, Visit
 
+from .alert_store import AlertNotFound, policy_for, resolve_key
 from .rules import open_key
-from .store import AlertNotFound, policy_for, resolve_key
 
 __all__ = ["VisitNotFound", "confirm_arrival", "send_visit"]
 

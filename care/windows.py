@@ -1,8 +1,9 @@
 """Maintenance windows: a time when a client (in hospital, on holiday) or one device raises no routine alerts.
 
 A window quiets device-state and dose alerts — the monitor records each one it held back as a
-``suppressions`` row (``monitor.store.open_alert``), so nothing is lost and the client's timeline shows it —
-but never an alarm: ``monitor.rules.quiet_in_window`` lets no priority-1 alert through the window.
+``suppressions`` row (``care.alert_store.open_alert``), so nothing is lost and the client's timeline shows
+it —
+but never an alarm: ``care.rules.quiet_in_window`` lets no priority-1 alert through the window.
 
 The rules a window must meet (``check_window``, pure) and why:
 

@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 
 from storage.models import Alert, AlertChange, DoseInstance, EscalationStep, Visit
 
+from .alert_store import open_alert, policy_for
 from .alerts import AlertState
 from .doses import check_missed, remind_if_needed
 from .roster import page
 from .rules import LADDER, OpenAlert
-from .store import open_alert, policy_for
 
 __all__ = ["StepRun", "due_soon", "run_due_steps"]
 
