@@ -85,11 +85,12 @@ def peak(url: str, doses: int) -> dict[str, Any]:
         )
     sent = 0
 
-    def remind(_device: str, _dose: str) -> None:
+    def remind(_device: str, _payload: bytes) -> bool:
         nonlocal sent
         sent += 1
+        return True
 
-    monitor = Monitor(sessions=sessions, notify_alerts=lambda: None, send_reminder=remind)
+    monitor = Monitor(sessions=sessions, notify_alerts=lambda: None, publish=remind)
     while _now() < due:
         time.sleep(0.01)
     started = time.monotonic()

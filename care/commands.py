@@ -1,7 +1,14 @@
-"""Commands to devices: each one sent is recorded, and the device's ``cmdack`` settles it.
+"""Commands to devices: one way out, and each one sent is recorded; the device's ``cmdack`` settles it.
+
+Every command (a ``set_schedule`` from the schedule page, a dose ``remind`` from the monitor, a call's
+``ring``) goes out the same way: :func:`prepare_command` records and encodes it in the caller's transaction
+(its record id is the ``cmd_id`` the device answers with), and :func:`deliver` hands it to the broker after
+the commit, so the device's cmdack always finds it, and records ``not_sent`` when the broker did not take
+it. :class:`CommandSender` does both for a command that needs no transaction of its own.
 
 The schedule page shows a ``set_schedule`` as "sent, awaiting confirmation" until the dispenser answers;
-the monitor calls :func:`apply_command_ack` when a cmdack event arrives.
+the monitor calls :func:`apply_command_ack` when a cmdack event arrives. What a record keeps of the
+arguments can leave a secret out (a ring's call token): ``recorded_args``.
 """
 
 from __future__ import annotations
@@ -9,16 +16,24 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from protocol.v1 import COMMAND_RESULTS
+from protocol.v1 import COMMAND_RESULTS, Command, encode_command
 from storage.commands_models import CommandRecord
+from storage.db import SessionFactory
 
 __all__ = [
     "NOT_SENT",
+    "CommandSender",
+    "Outgoing",
+    "Publish",
+    "deliver",
+    "prepare_command",
     "apply_command_ack",
     "command_state",
     "latest_command",
@@ -31,6 +46,91 @@ log = logging.getLogger(__name__)
 
 # Our own result for a command the broker never took: not one of the device's answers.
 NOT_SENT = "not_sent"
+
+# (device id, encoded command) -> did the broker take it? The one port every command leaves through.
+Publish = Callable[[str, bytes], bool]
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """A recorded, encoded command waiting for its transaction to commit."""
+
+    cmd_id: str
+    device_id: str
+    payload: bytes
+
+
+def prepare_command(
+    session: Session,
+    *,
+    device_id: str,
+    command: str,
+    args: dict[str, Any],
+    now_ms: int,
+    recorded_args: dict[str, Any] | None = None,
+) -> Outgoing:
+    """Record a command and encode it (``protocol.v1``; a ``ProtocolError`` is the caller's bug).
+
+    The record keeps ``recorded_args`` when given (the arguments without a secret), else ``args``.
+    """
+    record = new_command(
+        session,
+        device_id=device_id,
+        command=command,
+        args=args if recorded_args is None else recorded_args,
+        now_ms=now_ms,
+    )
+    payload = encode_command(Command(record.id, now_ms, command, tuple(sorted(args.items()))))
+    return Outgoing(record.id, device_id, payload)
+
+
+def deliver(sessions: SessionFactory, publish: Publish | None, outgoing: Outgoing, now_ms: int) -> bool:
+    """Hand a committed command to the broker; record ``not_sent`` when it did not take it."""
+    sent = False
+    if publish is not None:
+        try:
+            sent = publish(outgoing.device_id, outgoing.payload)
+        except Exception:  # a broken connection is a command not sent, never a lost request
+            log.exception("commands: %s for %s could not be published", outgoing.cmd_id, outgoing.device_id)
+    if not sent:
+        log.warning(
+            "commands: %s for %s not sent (no broker connection)", outgoing.cmd_id, outgoing.device_id
+        )
+        with sessions.begin() as session:
+            mark_not_sent(session, outgoing.cmd_id, now_ms)
+    return sent
+
+
+class CommandSender:
+    """Send one command in a transaction of its own: recorded, committed, published (or marked not sent)."""
+
+    def __init__(
+        self, sessions: SessionFactory, publish: Publish | None, clock_ms: Callable[[], int]
+    ) -> None:
+        self.sessions = sessions
+        self.publish = publish
+        self._clock_ms = clock_ms
+
+    def send(
+        self,
+        device_id: str,
+        command: str,
+        args: dict[str, Any],
+        *,
+        recorded_args: dict[str, Any] | None = None,
+    ) -> bool:
+        """Did the broker take it? (When not, it is recorded as ``not_sent``.)"""
+        now_ms = self._clock_ms()
+        with self.sessions.begin() as session:
+            outgoing = prepare_command(
+                session,
+                device_id=device_id,
+                command=command,
+                args=args,
+                now_ms=now_ms,
+                recorded_args=recorded_args,
+            )
+        return deliver(self.sessions, self.publish, outgoing, self._clock_ms())
 
 
 def new_command(

@@ -26,7 +26,6 @@ from gateway.service import Gateway
 from messaging.accounts import SERVICE_USER, BrokerError, DynsecAccounts, service_password
 from messaging.mqtt import HINT_ALERTS, HINT_EVENTS, Hints, MqttConfig
 from monitor.service import Monitor
-from protocol.v1 import Command, command_topic, encode_command
 from storage.db import SessionFactory, make_engine, make_session_factory, schema_revision, upgrade
 from storage.registry import device_password_hashes
 from storage.service_runs import keep_beating
@@ -170,9 +169,7 @@ async def run(settings: Settings, options: RunOptions) -> None:
             notify_alerts=lambda: hints.publish(HINT_ALERTS),
             notify_people=notifier.wake,
             channels=frozenset(channels),
-            send_reminder=lambda device_id, dose_id: hints.publish_message(
-                command_topic(device_id), encode_command(remind_command(dose_id))
-            ),
+            publish=hints.publish_command,
             timezone=settings.timezone,
             poll_interval_s=settings.poll_interval_s,
         )
@@ -320,10 +317,6 @@ def _watchdog(
     )
     broadcaster.on_probe = watchdog.feed_saw_probe
     return watchdog
-
-
-def remind_command(dose_id: str) -> Command:
-    return Command(f"remind-{uuid.uuid4().hex[:12]}", _now_ms(), "remind", (("dose_id", dose_id),))
 
 
 def tls_listener(settings: Settings) -> TlsListener | None:

@@ -18,6 +18,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from protocol.v1 import command_topic
+
 __all__ = ["HINT_ALERTS", "HINT_EVENTS", "Hints", "MqttConfig", "make_client"]
 
 log = logging.getLogger(__name__)
@@ -107,9 +109,11 @@ class Hints:
     def publish(self, topic: str) -> None:
         self._client.publish(topic, b"", qos=0)
 
-    def publish_message(self, topic: str, payload: bytes, qos: int = 1) -> None:
-        """Publish a real message (a command to a device) on the same service connection."""
-        self._client.publish(topic, payload, qos=qos)
+    def publish_command(self, device_id: str, payload: bytes) -> bool:
+        """Publish an encoded command to a device (QoS 1) on the same service connection; False when the
+        client could not queue it (``care.commands.Publish``)."""
+        info = self._client.publish(command_topic(device_id), payload, qos=1)
+        return info.rc == paho.MQTT_ERR_SUCCESS
 
     def start(self) -> None:
         self._client.connect_async(self._cfg.host, self._cfg.port, keepalive=30)

@@ -25,6 +25,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from care.alert_store import PolicyBook
+from care.commands import CommandSender, Publish
 from care.doses import plan_doses
 from care.steps import due_soon, run_due_steps
 from storage.db import SessionFactory
@@ -94,7 +95,7 @@ class Monitor:
         *,
         sessions: SessionFactory,
         notify_alerts: Callable[[], None],
-        send_reminder: Callable[[str, str], None] = lambda _device, _dose: None,
+        publish: Publish | None = None,
         notify_people: Callable[[], None] = lambda: None,
         channels: frozenset[str] = frozenset(),
         timezone: str = "Europe/Amsterdam",
@@ -104,7 +105,7 @@ class Monitor:
     ) -> None:
         self._sessions = sessions
         self._notify_alerts = notify_alerts
-        self._send_reminder = send_reminder
+        self._commands = CommandSender(sessions, publish, clock_ms)
         self._notify_people = notify_people
         self._channels = channels
         self._tz = ZoneInfo(timezone)
@@ -147,8 +148,8 @@ class Monitor:
         if run.late:
             log.warning("monitor: %d step(s) ran late (up to %d ms)", run.late, run.max_late_ms)
 
-        for device_id, dose_id in run.reminders:
-            self._send_reminder(device_id, dose_id)
+        for device_id, dose_id in run.reminders:  # recorded, then published, like every command
+            self._commands.send(device_id, "remind", {"dose_id": dose_id})
         if run.alerts_changed:
             self._after_alert_change()
         return run.ran
