@@ -1,4 +1,5 @@
-"""Ring commands to devices over MQTT: one service connection, QoS 1 on the device's ``cmd`` topic."""
+"""Commands to devices over MQTT for central (rings, schedules): one service connection, QoS 1 on the
+device's ``cmd`` topic. What is sent and recorded is ``care.commands``; this is only its broker port."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 class RingPublisher:
-    """Publish encoded commands; ``send`` is a :data:`central.calls.signalling.RingSender`."""
+    """Publish encoded commands; ``send`` is a ``care.commands.Publish``."""
 
     def __init__(self, cfg: MqttConfig) -> None:
         self._cfg = cfg

@@ -25,8 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
+from care.commands import CommandSender, Publish
 from messaging.mqtt import MqttConfig
-from protocol.v1 import Command, encode_command
 from storage.db import SessionFactory
 
 from . import store
@@ -45,7 +45,7 @@ from .state import (
     seen,
 )
 
-__all__ = ["CallHub", "CallRefused", "CallsConfig", "Peer", "RingSender"]
+__all__ = ["CallHub", "CallRefused", "CallsConfig", "Peer"]
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +57,6 @@ _DEVICE_KINDS = frozenset(
 )
 # An SDP with a few dozen candidates is ~10 kB; anything far beyond that is not a browser or aiortc.
 MAX_MESSAGE_CHARS = 64_000
-
-RingSender = Callable[[str, bytes], bool]  # (device_id, encoded ring command) -> handed to the broker?
 
 
 class Peer(Protocol):
@@ -85,7 +83,7 @@ class CallsConfig:
     # Where devices reach central (sent in the ring command); empty: the device knows it itself.
     public_url: str = ""
     timeouts: Timeouts = field(default_factory=Timeouts)
-    ring: RingSender | None = None
+    ring: Publish | None = None  # how commands reach devices (care.commands): rings and schedules
     mqtt: MqttConfig | None = None  # without ``ring``: the router's lifespan publishes rings on this broker
     tick_s: float = 0.5
     clock_ms: Callable[[], int] | None = None
@@ -167,12 +165,10 @@ class CallHub:
         args = {"call_id": live.call.id, "caller": nurse_name[:100] or "care station", "token": token}
         if self.config.public_url:
             args["url"] = self.config.public_url
-        payload = encode_command(
-            Command(f"ring-{live.call.id[:24]}", now, "ring", tuple(sorted(args.items())))
-        )
-        sent = False
-        if self.config.ring is not None:
-            sent = await asyncio.to_thread(self.config.ring, live.device_id, payload)
+        # Sent the one way every command goes (recorded, then published); the record leaves out the token.
+        recorded = {k: v for k, v in args.items() if k != "token"}
+        sender = CommandSender(self._sessions, self.config.ring, self._clock)
+        sent = await asyncio.to_thread(sender.send, live.device_id, "ring", args, recorded_args=recorded)
         if not sent:
             log.warning("call %s: the ring for %s could not be sent", live.call.id, live.device_id)
             await self._event(live, Event.UNREACHABLE)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
+import uuid
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -17,7 +19,7 @@ from typing import Any, TypeVar
 import paho.mqtt.client as paho
 
 from messaging.mqtt import MqttConfig, make_client
-from protocol.v1 import ProtocolError, Status, command_topic, decode_command, encode
+from protocol.v1 import CommandAck, ProtocolError, Status, command_topic, decode_command, encode
 
 from .endpoint import EndpointConfig, VideoEndpoint
 
@@ -112,7 +114,7 @@ class VideoDevice:
     def _on_subscribe(self, *_args: object) -> None:
         self.connected.set()
 
-    def _on_message(self, _c: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
+    def _on_message(self, client: paho.Client, _u: object, msg: paho.MQTTMessage) -> None:
         try:
             command = decode_command(bytes(msg.payload))
         except ProtocolError as exc:
@@ -123,5 +125,14 @@ class VideoDevice:
         token = command.arg("token")
         if not isinstance(token, str):
             log.warning("video device %s: a ring without a signalling token", self.config.device_id)
+            self._answer(client, command.cmd_id, "refused", "a ring without a signalling token")
             return
         self.submit(self.endpoint.ring(command.arg("call_id"), token, command.arg("url")))
+        self._answer(client, command.cmd_id, "done")  # settles the ring's command record at central
+
+    def _answer(self, client: paho.Client, cmd_id: str, result: str, reason: str | None = None) -> None:
+        ack = CommandAck(
+            self.config.device_id, uuid.uuid4().hex, int(time.time() * 1000), cmd_id, result, reason
+        )
+        topic, payload = encode(ack)
+        client.publish(topic, payload, qos=1)
