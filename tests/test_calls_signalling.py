@@ -4,6 +4,7 @@ MQTT and a simulated clock drives the timeouts (tests/test_calls_e2e.py has the 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,6 +22,7 @@ from central.calls.state import Timeouts
 from central.feed import Broadcaster
 from protocol.v1 import decode_command
 from storage.calls_models import CallRecord
+from storage.commands_models import CommandRecord
 from storage.db import SessionFactory
 from storage.registry import add_client, add_device, add_user
 
@@ -41,7 +43,8 @@ class World:
 
     @property
     def hub(self) -> CallHub:
-        hub: CallHub = self.api.app.state.calls_hub  # type: ignore[attr-defined]
+        hub = self.api.app.state.ctx.calls_hub  # type: ignore[attr-defined]
+        assert isinstance(hub, CallHub)
         return hub
 
     def advance(self, ms: int) -> None:
@@ -83,7 +86,8 @@ def world(sessions: SessionFactory) -> Iterator[World]:
             )
         client_id, bare_id = client.id, bare.id
     broadcaster = Broadcaster(sessions, poll_interval_s=0.5)
-    app = create_app(CentralContext(sessions, broadcaster, broadcaster.wake))
+    ctx = CentralContext(sessions, broadcaster, broadcaster.wake)
+    app = create_app(ctx)
     w = World(TestClient(app), sessions, client_id, bare_id, password)
 
     def ring(device_id: str, payload: bytes) -> bool:
@@ -91,7 +95,7 @@ def world(sessions: SessionFactory) -> Iterator[World]:
         return w.ring_ok[0]
 
     # The ticker sleeps for an hour: only advance() moves time in these tests.
-    app.state.calls_config = CallsConfig(
+    ctx.calls = CallsConfig(
         ice_servers=[{"urls": ["stun:stun.example.org:3478"]}],
         public_url="http://central.example:8000",
         timeouts=TIMEOUTS,
@@ -137,6 +141,22 @@ def test_ring_command_carries_call_id_token_and_url(world: World) -> None:
     assert ring["caller"] == "Nurse" and len(ring["token"]) >= 32
     assert ring["url"] == "http://central.example:8000"
     assert call["state"] == "ringing" and world.record(call["id"]).state == "ringing"
+
+
+def test_the_ring_is_recorded_like_every_command_without_its_token(world: World) -> None:
+    """The ring leaves the one way commands go (care.commands): recorded under the cmd_id the device sees,
+    with the call id but never the token; a ring the broker did not take is recorded as not sent."""
+    call = _start(world)
+    ring = decode_command(world.rings[-1][1])
+    with world.sessions() as s:
+        row = s.get(CommandRecord, ring.cmd_id)
+        assert row is not None and row.command == "ring" and row.device_id == "tv-1"
+        assert json.loads(row.args)["call_id"] == call["id"] and "token" not in json.loads(row.args)
+        assert row.result is None
+    world.ring_ok[0] = False
+    world.api.post("/api/calls", json={"client_id": world.client_id, "kind": "video"})
+    with world.sessions() as s:
+        assert s.get(CommandRecord, decode_command(world.rings[-1][1]).cmd_id).result == "not_sent"  # type: ignore[union-attr]
 
 
 def test_device_with_a_wrong_token_is_refused(world: World) -> None:
