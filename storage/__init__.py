@@ -1,1 +1,6 @@
-"""Storage: the tables, the engine factory and the migrations shared by every component."""
+"""Storage: every table, the engine and session factory, and the Alembic migrations shared by every component.
+
+Exceptions (one root)::
+
+    RegistryError    a device or client the registry cannot add or change as asked (``registry.py``)
+"""
