@@ -1,8 +1,10 @@
 """What a device event means for the care station, and how each kind of alert escalates — pure tables.
 
-``decide_event`` turns one stored device event into effects (open an alert, resolve alerts, cancel an
-alarm, update a dose); ``steps_for`` says when an open alert escalates, and ``LADDER`` whom each level
-pages. The monitor's database adapter applies them; nothing here reads a clock or a database.
+``decide_event`` turns one stored device event, decoded into its typed message, into every effect it has
+(open an alert, resolve alerts, cancel an alarm, report or plan a dose, warn of low stock, record a command's
+answer), from a table keyed by the message's type; ``steps_for`` says when an open alert escalates, and
+``LADDER`` whom each level pages. The monitor's database adapter applies the effects and decides nothing;
+nothing here reads a clock or a database.
 
 What an alert is about decides which repeats are counted on it (``open_key``, a dedup key):
 
@@ -19,11 +21,23 @@ Nothing quiets an alarm: ``quiet_in_window`` says which alerts a maintenance win
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
-from .policy import Policy
+from protocol.stored import StoredMessage
+from protocol.v1 import (
+    Alarm,
+    AlarmCancel,
+    CommandAck,
+    DispenserEvent,
+    DoseEvent,
+    Fault,
+    ScheduleReport,
+    Status,
+)
+
+from .policy import DEFAULT_POLICY, Policy
 
 __all__ = [
     "LADDER",
@@ -31,7 +45,9 @@ __all__ = [
     "CancelAlarm",
     "DoseReport",
     "Effect",
+    "EventContext",
     "OpenAlert",
+    "RecordCommandAck",
     "ResolveAlerts",
     "StepPlan",
     "decide_event",
@@ -84,7 +100,28 @@ class AdoptSchedule:
     doses: tuple[tuple[str, str, str], ...]  # (dose_id, at "HH:MM", label)
 
 
-Effect = OpenAlert | ResolveAlerts | CancelAlarm | DoseReport | AdoptSchedule
+@dataclass(frozen=True, slots=True)
+class RecordCommandAck:
+    """The device answered a command it was sent (done, failed or refused)."""
+
+    cmd_id: str
+    result: str
+
+
+Effect = OpenAlert | ResolveAlerts | CancelAlarm | DoseReport | AdoptSchedule | RecordCommandAck
+
+
+@dataclass(frozen=True, slots=True)
+class EventContext:
+    """What an event means besides the event itself: the device that sent it and its client's plan."""
+
+    device_kind: str
+    # An alarm stored under a derived msg_id: the one the device had used before for another message.
+    reused_msg_id: str | None = None
+    # The client's planned doses a day, and policy: a stock report is judged by how long the stock lasts.
+    doses_per_day: int = 0
+    policy: Policy = DEFAULT_POLICY
+
 
 _ALARM_LABELS: Final = {
     "button": "Alarm button pressed",
@@ -153,62 +190,86 @@ def quiet_in_window(spec: OpenAlert) -> bool:
     return spec.kind in _QUIET_IN_WINDOW
 
 
-def decide_event(
-    kind: str, payload_json: str, device_kind: str, reused_msg_id: str | None = None
-) -> list[Effect]:
-    """Return what one stored device event means; an event that means nothing returns []."""
-    p = json.loads(payload_json)
-    if device_kind == "probe":
+def decide_event(event: StoredMessage, context: EventContext) -> list[Effect]:
+    """Return every effect of one stored device event; an event that means nothing returns []."""
+    if context.device_kind == "probe":
         # The service's own end-to-end test alarm: counted on one hidden alert (never shown, never paged),
-        # whose change on the feed tells the watchdog that the whole chain carried it.
-        return [OpenAlert("probe", 4, "End-to-end probe alarm")] if kind == "alarm" else []
-    if kind == "alarm":
-        if p.get("cancels"):
-            return [CancelAlarm(p["cancels"])]
-        label = _ALARM_LABELS.get(p.get("alarm_kind", "button"), "Alarm")
-        effects: list[Effect] = [OpenAlert("alarm", 1, label)]
-        if reused_msg_id is not None:
-            # The alarm is taken all the same; the device must be fixed before its next alarm is lost.
-            effects.append(
-                OpenAlert(
-                    "device_fault",
-                    3,
-                    f"The device sent a different alarm under a msg_id it had used before ({reused_msg_id}): "
-                    "its message counter may have reset; check its firmware",
-                )
-            )
-        return effects
-    if kind == "dose":
-        return [DoseReport(p["dose_id"], p["event"], p.get("due_ts"))]
-    if kind == "schedule":
-        doses = tuple((d["dose_id"], d["at"], d.get("label") or "") for d in p.get("doses", []))
-        return [AdoptSchedule(int(p.get("version", 0)), doses)]
-    if kind == "status":
-        if p["online"]:
-            return [ResolveAlerts("offline", "back_online", "The device is back online")]
-        return [
+        # whose change on the feed tells the watchdog that the whole chain carried it. A probe sends
+        # nothing else; anything else under its name means nothing.
+        return [OpenAlert("probe", 4, "End-to-end probe alarm")] if event.kind == "alarm" else []
+    return _DECIDERS[type(event)](event, context)
+
+
+def _alarm(event: Alarm, context: EventContext) -> list[Effect]:
+    effects: list[Effect] = [OpenAlert("alarm", 1, _ALARM_LABELS.get(event.alarm_kind, "Alarm"))]
+    if context.reused_msg_id is not None:
+        # The alarm is taken all the same; the device must be fixed before its next alarm is lost.
+        effects.append(
             OpenAlert(
-                "offline",
-                offline_priority(device_kind),
-                "Device went offline (connection lost or switched off)",
+                "device_fault",
+                3,
+                f"The device sent a different alarm under a msg_id it had used before "
+                f"({context.reused_msg_id}): its message counter may have reset; check its firmware",
             )
-        ]
-    if kind == "dispenser":
-        if p["event"] == "stock_low":
-            return []  # needs the schedule to judge: the adapter asks stock_alert()
-        alert_kind, priority, detail = _DISPENSER[p["event"]]
-        return [OpenAlert(alert_kind, priority, detail + (f": {p['detail']}" if p.get("detail") else ""))]
-    if kind == "fault":
-        if p["fault"] == "power_restored":
-            return [ResolveAlerts("power", "power_restored", "Mains power restored")]
-        spec = _FAULTS.get(p["fault"])
-        if spec is None:
-            return []
-        alert_kind, priority, detail = spec
-        if alert_kind == "power" and device_kind == "alarm_button":
-            priority = 2
-        return [OpenAlert(alert_kind, priority, detail)]
-    return []
+        )
+    return effects
+
+
+def _alarm_cancel(event: AlarmCancel, context: EventContext) -> list[Effect]:
+    return [CancelAlarm(event.cancels)]
+
+
+def _dose(event: DoseEvent, context: EventContext) -> list[Effect]:
+    return [DoseReport(event.dose_id, event.event, event.due_ts)]
+
+
+def _schedule(event: ScheduleReport, context: EventContext) -> list[Effect]:
+    return [AdoptSchedule(event.version, tuple((d.dose_id, d.at, d.label or "") for d in event.doses))]
+
+
+def _status(event: Status, context: EventContext) -> list[Effect]:
+    if event.online:
+        return [ResolveAlerts("offline", "back_online", "The device is back online")]
+    detail = "Device went offline (connection lost or switched off)"
+    return [OpenAlert("offline", offline_priority(context.device_kind), detail)]
+
+
+def _dispenser(event: DispenserEvent, context: EventContext) -> list[Effect]:
+    if event.event == "stock_low":
+        # The protocol requires doses_left on stock_low; a client without a schedule counts one dose a day.
+        spec = stock_alert(event.doses_left or 0, context.doses_per_day or 1, context.policy)
+        return [] if spec is None else [spec]
+    alert_kind, priority, detail = _DISPENSER[event.event]
+    return [OpenAlert(alert_kind, priority, detail + (f": {event.detail}" if event.detail else ""))]
+
+
+def _fault(event: Fault, context: EventContext) -> list[Effect]:
+    if event.fault == "power_restored":
+        return [ResolveAlerts("power", "power_restored", "Mains power restored")]
+    spec = _FAULTS.get(event.fault)
+    if spec is None:
+        return []
+    alert_kind, priority, detail = spec
+    if alert_kind == "power" and context.device_kind == "alarm_button":
+        priority = 2
+    return [OpenAlert(alert_kind, priority, detail)]
+
+
+def _command_ack(event: CommandAck, context: EventContext) -> list[Effect]:
+    return [RecordCommandAck(event.cmd_id, event.result)]
+
+
+# What each kind of event means: one decider per typed message (protocol.stored.StoredMessage).
+_DECIDERS: Final[dict[type[StoredMessage], Callable[[Any, EventContext], list[Effect]]]] = {
+    Alarm: _alarm,
+    AlarmCancel: _alarm_cancel,
+    DoseEvent: _dose,
+    ScheduleReport: _schedule,
+    Status: _status,
+    DispenserEvent: _dispenser,
+    Fault: _fault,
+    CommandAck: _command_ack,
+}
 
 
 def stock_alert(doses_left: int, doses_per_day: int, policy: Policy) -> OpenAlert | None:

@@ -143,57 +143,8 @@ def plan_batch(batch: Iterable[Inbound], is_known: Callable[[str], bool], now_ms
     plan = Plan()
     seen: set[tuple[str, str]] = set()
     for inbound in batch:
-        # A retained message reaches the gateway flagged only as the broker's replay at a subscribe (a live
-        # one is delivered unflagged): memory of the past, to be refused and forgotten, not news.
-        if inbound.retain and inbound.topic.rsplit("/", 1)[-1] not in RETAINABLE_KINDS:
-            plan.rejects.append(
-                Reject(
-                    inbound,
-                    device_id_from_topic(inbound.topic),
-                    _peek_msg_id(inbound.payload),
-                    "retained",
-                    "retained message replayed by the broker; only status may be retained (cleared)",
-                )
-            )
-            plan.clear_retained.append(inbound)
-            continue
-        if not inbound.payload:
-            plan.empty.append(inbound)
-            continue
-        if inbound.refused is not None:
-            plan.rejects.append(
-                Reject(
-                    inbound,
-                    device_id_from_topic(inbound.topic),
-                    _peek_msg_id(inbound.payload),
-                    inbound.refused,
-                    "too many messages from this device; retry later",
-                )
-            )
-            continue
-        try:
-            message: DeviceMessage = decode(inbound.topic, inbound.payload)
-        except ProtocolError as exc:
-            plan.rejects.append(
-                Reject(
-                    inbound,
-                    device_id_from_topic(inbound.topic),
-                    _peek_msg_id(inbound.payload),
-                    exc.reason,
-                    exc.detail,
-                )
-            )
-            continue
-        if not is_known(message.device_id):
-            plan.rejects.append(
-                Reject(
-                    inbound,
-                    message.device_id,
-                    getattr(message, "msg_id", None),
-                    "unknown_device",
-                    "device is not registered",
-                )
-            )
+        message = _admit(plan, inbound, is_known)
+        if message is None:
             continue
         if isinstance(message, Heartbeat | Status):
             plan.liveness.append((inbound, message))
@@ -221,6 +172,52 @@ def plan_batch(batch: Iterable[Inbound], is_known: Callable[[str], bool], now_ms
             seen.add(key)
             plan.events.append((inbound, message))
     return plan
+
+
+def _admit(plan: Plan, inbound: Inbound, is_known: Callable[[str], bool]) -> DeviceMessage | None:
+    """The decoded message of a registered device, or None once ``plan`` holds what became of it instead."""
+    # A retained message reaches the gateway flagged only as the broker's replay at a subscribe (a live
+    # one is delivered unflagged): memory of the past, to be refused and forgotten, not news.
+    if inbound.retain and inbound.topic.rsplit("/", 1)[-1] not in RETAINABLE_KINDS:
+        plan.rejects.append(
+            _refusal(
+                inbound,
+                "retained",
+                "retained message replayed by the broker; only status may be retained (cleared)",
+            )
+        )
+        plan.clear_retained.append(inbound)
+        return None
+    if not inbound.payload:
+        plan.empty.append(inbound)
+        return None
+    if inbound.refused is not None:
+        plan.rejects.append(
+            _refusal(inbound, inbound.refused, "too many messages from this device; retry later")
+        )
+        return None
+    try:
+        message: DeviceMessage = decode(inbound.topic, inbound.payload)
+    except ProtocolError as exc:
+        plan.rejects.append(_refusal(inbound, exc.reason, exc.detail))
+        return None
+    if not is_known(message.device_id):
+        plan.rejects.append(
+            Reject(
+                inbound,
+                message.device_id,
+                getattr(message, "msg_id", None),
+                "unknown_device",
+                "device is not registered",
+            )
+        )
+        return None
+    return message
+
+
+def _refusal(inbound: Inbound, reason: str, detail: str) -> Reject:
+    """A refusal of a message that was not decoded: its device and msg_id as far as they can be read."""
+    return Reject(inbound, device_id_from_topic(inbound.topic), _peek_msg_id(inbound.payload), reason, detail)
 
 
 def _peek_msg_id(payload: bytes) -> str | None:

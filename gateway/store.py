@@ -36,7 +36,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from protocol.v1 import EventMessage, event_body
+from protocol.stored import stored_payload
+from protocol.v1 import EventMessage
 from storage.models import DeadLetter, Device, DeviceEvent
 
 from .ingest import (
@@ -121,7 +122,7 @@ def store_batch(session: Session, plan: Plan, *, dead_letter_cap: int = DEAD_LET
             "kind": "status",
             "device_ts_ms": inbound.received_ms,
             "received_ms": inbound.received_ms,
-            "payload": json.dumps({"online": status.online}),
+            "payload": stored_payload(status),
         }
         for inbound, status in plan.status_changes
     ]
@@ -228,7 +229,7 @@ def _event_row(received_ms: int, msg: EventMessage) -> dict[str, Any]:
         "kind": msg.kind,
         "device_ts_ms": msg.ts,
         "received_ms": received_ms,
-        "payload": json.dumps(event_body(msg), separators=(",", ":")),
+        "payload": stored_payload(msg),
     }
 
 

@@ -55,7 +55,6 @@ def judge_device(
 
 def sweep_devices(session: Session, now_ms: int, channels: frozenset[str]) -> bool:
     """Mark silent devices offline and open or resolve each device's own alerts; True when one changed."""
-
     changed = False
     book = PolicyBook(session)
     open_keys = set(session.scalars(select(Alert.open_key).where(Alert.open_key.is_not(None))))
@@ -94,20 +93,14 @@ def sweep_devices(session: Session, now_ms: int, channels: frozenset[str]) -> bo
                 offline_priority(device.kind),
                 f"{_name(device)} silent for {minutes} min (no heartbeat, no Last Will)",
             )
-            changed |= (
-                open_alert(session, device.client_id, device.id, spec, now_ms, now_ms, policy, channels)
-                is not None
-            )
+            changed |= _raise(session, device, spec, now_ms, policy, channels)
         elif (
             verdict.never_connected
             and offline_key not in open_keys
             and not _closed_within(closed, device, "offline", now_ms, policy.never_connected_after_s * 1000)
         ):
             spec = OpenAlert("offline", offline_priority(device.kind), f"{_name(device)} never connected")
-            changed |= (
-                open_alert(session, device.client_id, device.id, spec, now_ms, now_ms, policy, channels)
-                is not None
-            )
+            changed |= _raise(session, device, spec, now_ms, policy, channels)
         elif device.online is False and offline_key not in open_keys:
             last_closed = closed.get((device.id, "offline"))
             changed |= _still_offline(session, device, policy, now_ms, channels, last_closed)
@@ -126,15 +119,21 @@ def sweep_devices(session: Session, now_ms: int, channels: frozenset[str]) -> bo
             and not _closed_within(closed, device, "battery_low", now_ms, _BATTERY_REMINDER_MS)
         ):
             spec = OpenAlert("battery_low", 4, f"Battery low ({device.battery}%) on {_name(device)}")
-            changed |= (
-                open_alert(session, device.client_id, device.id, spec, now_ms, now_ms, policy, channels)
-                is not None
-            )
+            changed |= _raise(session, device, spec, now_ms, policy, channels)
         elif verdict.battery_ok and battery_key in open_keys:
             changed |= resolve_key(
                 session, battery_key, "battery_ok", f"Battery back at {device.battery}%", now_ms
             )
     return changed
+
+
+def _raise(
+    session: Session, device: Device, spec: OpenAlert, now_ms: int, policy: Policy, channels: frozenset[str]
+) -> bool:
+    """Open (or count a repeat on) one of the device's own alerts; True unless a window held it back."""
+    return (
+        open_alert(session, device.client_id, device.id, spec, now_ms, now_ms, policy, channels) is not None
+    )
 
 
 def _still_offline(
@@ -155,9 +154,7 @@ def _still_offline(
     spec = OpenAlert(
         "offline", offline_priority(device.kind), f"{_name(device)} still offline after {minutes} min"
     )
-    return (
-        open_alert(session, device.client_id, device.id, spec, now_ms, now_ms, policy, channels) is not None
-    )
+    return _raise(session, device, spec, now_ms, policy, channels)
 
 
 # A battery still low after a person closed its alert (the client will charge it tomorrow) is raised again

@@ -1,35 +1,46 @@
 """The monitor's event adapter: stored device events become alerts, dose updates and schedule changes.
 
-``decide_event`` (``rules.py``) says what an event means; this module applies those effects through the alert
-store (``store.py``) and the medication planner (``doses.py``), one batch per transaction.
+Each stored event is read back once into its typed message (``protocol.stored.decode_stored``);
+``care.rules.decide_event`` says everything it means, as effects; this module only applies them, through the
+alert store, the medication planner and the command record, one batch per transaction. It decides nothing.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import case, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from care.alert_store import PolicyBook, apply_action, open_alert, resolve_key
 from care.alerts import Action, AlertState
+from care.commands import apply_command_ack
 from care.doses import adopt_schedule, apply_report
 from care.policy import Policy
 from care.rules import (
     AdoptSchedule,
     CancelAlarm,
     DoseReport,
+    Effect,
+    EventContext,
     OpenAlert,
+    RecordCommandAck,
     ResolveAlerts,
     decide_event,
     open_key,
-    stock_alert,
 )
+from protocol.fields import ProtocolError
+from protocol.stored import StoredMessage, decode_stored
+from protocol.v1 import DispenserEvent
 from storage.models import Alert, AlertChange, AlertNote, Device, DeviceEvent, MedicationDose
 
 __all__ = ["Outcome", "handle_pending_events"]
+
+log = logging.getLogger(__name__)
 
 _DEFAULT_TZ = ZoneInfo("Europe/Amsterdam")
 
@@ -40,9 +51,6 @@ class Outcome:
 
     handled: int = 0
     alerts_changed: bool = False
-    commands: list[tuple[str, str, dict[str, object]]] = field(
-        default_factory=list
-    )  # (device, command, args)
 
 
 def handle_pending_events(
@@ -72,48 +80,116 @@ def handle_pending_events(
     rows = session.execute(query).all()
     open_keys = _open_keys(session, {device.client_id for _, device in rows}) if rows else set()
     for event, device in rows:
-        policy = book.of(device.client_id)
-        # The alert's clock starts when the event reached the service, not when the monitor saw it.
-        at = event.received_ms
-        for effect in decide_event(event.kind, event.payload, device.kind, event.reused_msg_id):
-            if isinstance(effect, OpenAlert):
-                alert = open_alert(
-                    session,
-                    device.client_id,
-                    device.id,
-                    effect,
-                    at,
-                    now_ms,
-                    policy,
-                    channels,
-                    source_event_id=event.id,
-                )
-                if alert is not None and alert.open_key is not None:
-                    open_keys.add(alert.open_key)  # a later event of this batch may resolve it
-                out.alerts_changed |= alert is not None
-            elif isinstance(effect, ResolveAlerts):
-                # Most "back online" reports resolve nothing: ask the database only when there is an alert.
-                key = open_key(effect.kind, device.client_id, device.id, None)
-                if key in open_keys:
-                    out.alerts_changed |= resolve_key(session, key, effect.outcome, effect.note, now_ms)
-                    open_keys.discard(key)
-            elif isinstance(effect, CancelAlarm):
-                out.alerts_changed |= _cancel_alarm(session, device, effect.alarm_msg_id, at, now_ms, policy)
-            elif isinstance(effect, DoseReport):
-                out.alerts_changed |= apply_report(session, device, effect, at, now_ms, policy, channels, tz)
-            elif isinstance(effect, AdoptSchedule):
-                adopt_schedule(session, device, effect, now_ms, tz, policy.dose_grace_s * 1000)
-        if event.kind == "dispenser":
-            out.alerts_changed |= _stock(session, device, event.payload, at, now_ms, policy, channels)
-        elif event.kind == "cmdack":
-            # The device confirms (or refuses) a command, e.g. a new medication schedule.
-            from care.commands import apply_command_ack
-
-            body = json.loads(event.payload)
-            apply_command_ack(session, event.device_id, body["cmd_id"], body["result"], event.received_ms)
+        work = _Work(session, event, device, book.of(device.client_id), now_ms, channels, tz, open_keys)
+        message = _read(event)
+        if message is not None:
+            for effect in decide_event(message, _context(work, message)):
+                out.alerts_changed |= _APPLY[type(effect)](work, effect)
         event.handled_ms = now_ms
         out.handled += 1
     return out
+
+
+@dataclass(frozen=True, slots=True)
+class _Work:
+    """One stored event being applied: its device, its client's policy, and the batch it is part of."""
+
+    session: Session
+    event: DeviceEvent
+    device: Device
+    policy: Policy
+    now_ms: int
+    channels: frozenset[str]
+    tz: ZoneInfo
+    open_keys: set[str]  # the batch's dedup keys that still count repeats (kept up to date)
+
+    @property
+    def at_ms(self) -> int:
+        """The alert's clock starts when the event reached the service, not when the monitor saw it."""
+        return self.event.received_ms
+
+
+def _read(event: DeviceEvent) -> StoredMessage | None:
+    """The typed message of a stored event; None (logged) for a row the gateway could not have written."""
+    try:
+        return decode_stored(
+            event.kind, event.payload, device_id=event.device_id, msg_id=event.msg_id, ts=event.device_ts_ms
+        )
+    except ProtocolError as exc:
+        log.error(
+            "monitor: stored event %d (%s) is not a protocol message, ignored: %s", event.id, event.kind, exc
+        )
+        return None
+
+
+def _context(work: _Work, message: StoredMessage) -> EventContext:
+    """What ``decide_event`` needs besides the message: only a dispenser's report needs the schedule."""
+    per_day = 0
+    if isinstance(message, DispenserEvent):
+        per_day = (
+            work.session.scalar(
+                select(func.count(MedicationDose.id)).where(MedicationDose.client_id == work.device.client_id)
+            )
+            or 0
+        )
+    return EventContext(work.device.kind, work.event.reused_msg_id, per_day, work.policy)
+
+
+def _open(work: _Work, effect: OpenAlert) -> bool:
+    alert = open_alert(
+        work.session,
+        work.device.client_id,
+        work.device.id,
+        effect,
+        work.at_ms,
+        work.now_ms,
+        work.policy,
+        work.channels,
+        source_event_id=work.event.id,
+    )
+    if alert is not None and alert.open_key is not None:
+        work.open_keys.add(alert.open_key)  # a later event of this batch may resolve it
+    return alert is not None
+
+
+def _resolve(work: _Work, effect: ResolveAlerts) -> bool:
+    # Most "back online" reports resolve nothing: ask the database only when there is an alert.
+    key = open_key(effect.kind, work.device.client_id, work.device.id, None)
+    if key not in work.open_keys:
+        return False
+    work.open_keys.discard(key)
+    return resolve_key(work.session, key, effect.outcome, effect.note, work.now_ms)
+
+
+def _cancel(work: _Work, effect: CancelAlarm) -> bool:
+    return _cancel_alarm(work.session, work.device, effect.alarm_msg_id, work.at_ms, work.now_ms, work.policy)
+
+
+def _dose(work: _Work, effect: DoseReport) -> bool:
+    return apply_report(
+        work.session, work.device, effect, work.at_ms, work.now_ms, work.policy, work.channels, work.tz
+    )
+
+
+def _adopt(work: _Work, effect: AdoptSchedule) -> bool:
+    adopt_schedule(work.session, work.device, effect, work.now_ms, work.tz, work.policy.dose_grace_s * 1000)
+    return False
+
+
+def _command_ack(work: _Work, effect: RecordCommandAck) -> bool:
+    apply_command_ack(work.session, work.device.id, effect.cmd_id, effect.result, work.at_ms)
+    return False
+
+
+# How each effect is applied; each returns True when an alert changed (the console is told after the commit).
+_APPLY: Final[dict[type[Effect], Callable[[_Work, Any], bool]]] = {
+    OpenAlert: _open,
+    ResolveAlerts: _resolve,
+    CancelAlarm: _cancel,
+    DoseReport: _dose,
+    AdoptSchedule: _adopt,
+    RecordCommandAck: _command_ack,
+}
 
 
 def _open_keys(session: Session, client_ids: set[int]) -> set[str]:
@@ -177,26 +253,3 @@ def _cancel_alarm(
     row.version += 1
     session.add(AlertChange(alert_id=row.id, at_ms=now_ms, change="note"))
     return True
-
-
-def _stock(
-    session: Session,
-    device: Device,
-    payload: str,
-    at_ms: int,
-    now_ms: int,
-    policy: Policy,
-    channels: frozenset[str],
-) -> bool:
-    body = json.loads(payload)
-    if body.get("event") != "stock_low":
-        return False
-    per_day = len(
-        list(session.scalars(select(MedicationDose.id).where(MedicationDose.client_id == device.client_id)))
-    )
-    spec = stock_alert(int(body["doses_left"]), per_day or 1, policy)
-    return (
-        spec is not None
-        and open_alert(session, device.client_id, device.id, spec, at_ms, now_ms, policy, channels)
-        is not None
-    )

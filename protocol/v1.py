@@ -75,6 +75,7 @@ __all__ = [
     "command_topic",
     "decode",
     "decode_ack",
+    "decode_body",
     "decode_command",
     "device_id_from_topic",
     "encode",
@@ -308,9 +309,15 @@ def decode(topic: str, payload: bytes) -> DeviceMessage:
     if kind not in DEVICE_KINDS:
         raise ProtocolError("unknown_kind", f"unknown message kind {kind[:40]!r}")
     body = _json_object(payload)
-    msg_id = _id(body, "msg_id")
-    ts = _int(body, "ts", 0, _MAX_TS_MS)
-    return _DECODERS[kind](device_id, msg_id, ts, body)
+    return decode_body(kind, device_id, _id(body, "msg_id"), _int(body, "ts", 0, _MAX_TS_MS), body)
+
+
+def decode_body(kind: str, device_id: str, msg_id: str, ts: int, body: dict[str, Any]) -> DeviceMessage:
+    """Parse the JSON body of a ``kind`` message whose device, msg_id and ts are known already."""
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        raise ProtocolError("unknown_kind", f"unknown message kind {kind[:40]!r}")
+    return decoder(device_id, msg_id, ts, body)
 
 
 def _heartbeat(device_id: str, msg_id: str, ts: int, body: dict[str, Any]) -> Heartbeat:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,12 +11,14 @@ from care.policy import DEFAULT_POLICY
 from care.rules import (
     CancelAlarm,
     DoseReport,
+    EventContext,
     OpenAlert,
     ResolveAlerts,
     decide_event,
     steps_for,
     stock_alert,
 )
+from protocol.v1 import Alarm, AlarmCancel, DoseEvent, Status
 
 
 @pytest.mark.parametrize(
@@ -69,27 +69,27 @@ def test_resolved_is_final(actions: list[Action]) -> None:
 
 def test_alarm_raises_critical_alert() -> None:
     """Every alarm event raises a priority-1 alarm alert, labelled by its kind."""
-    [effect] = decide_event(
-        "alarm", json.dumps({"msg_id": "a", "ts": 1, "alarm_kind": "fall"}), "alarm_button"
-    )
+    [effect] = decide_event(Alarm("btn", "a", 1, alarm_kind="fall"), EventContext("alarm_button"))
     assert effect == OpenAlert("alarm", 1, "Fall detected")
 
 
 def test_cancel_and_doses_become_their_own_effects() -> None:
     """An alarm cancel and dose reports are handed on as such, not as new alerts."""
-    assert decide_event("alarm", json.dumps({"cancels": "a1"}), "alarm_button") == [CancelAlarm("a1")]
-    assert decide_event("dose", json.dumps({"event": "taken", "dose_id": "d1"}), "dispenser") == [
+    assert decide_event(AlarmCancel("btn", "c1", 1, "a1"), EventContext("alarm_button")) == [
+        CancelAlarm("a1")
+    ]
+    assert decide_event(DoseEvent("med", "m1", 1, "taken", "d1"), EventContext("dispenser")) == [
         DoseReport("d1", "taken", None)
     ]
 
 
 def test_offline_priority_depends_on_the_device() -> None:
     """An offline alarm button is urgent (the client is unprotected); an offline dispenser less so."""
-    [button] = decide_event("status", json.dumps({"online": False}), "alarm_button")
-    [dispenser] = decide_event("status", json.dumps({"online": False}), "dispenser")
+    [button] = decide_event(Status("btn", False), EventContext("alarm_button"))
+    [dispenser] = decide_event(Status("med", False), EventContext("dispenser"))
     assert isinstance(button, OpenAlert) and isinstance(dispenser, OpenAlert)
     assert button.priority < dispenser.priority
-    assert decide_event("status", json.dumps({"online": True}), "dispenser")[0] == ResolveAlerts(
+    assert decide_event(Status("med", True), EventContext("dispenser"))[0] == ResolveAlerts(
         "offline", "back_online", "The device is back online"
     )
 

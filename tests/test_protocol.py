@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from protocol.stored import StoredMessage, decode_stored, stored_payload
 from protocol.v1 import (
     ALARM_KINDS,
     COMMAND_RESULTS,
@@ -120,6 +121,24 @@ def test_round_trip(message: object) -> None:
     """Every valid message survives encode then decode unchanged."""
     topic, payload = encode(message)  # type: ignore[arg-type]
     assert decode(topic, payload) == message
+
+
+@given(messages.filter(lambda m: not isinstance(m, Heartbeat)))
+def test_stored_round_trip(message: StoredMessage) -> None:
+    """Every event (and live status) the gateway stores reads back from its row as the message it was."""
+    envelope = ("~status", 0) if isinstance(message, Status) else (message.msg_id, message.ts)
+    stored = decode_stored(
+        message.kind, stored_payload(message), device_id=message.device_id, msg_id=envelope[0], ts=envelope[1]
+    )
+    assert stored == message
+
+
+def test_a_stored_row_that_is_no_message_is_refused() -> None:
+    """A row no gateway could have written (a heartbeat, a status without online) raises ProtocolError."""
+    with pytest.raises(ProtocolError, match="unknown_kind"):
+        decode_stored("heartbeat", "{}", device_id="d", msg_id="m", ts=0)
+    with pytest.raises(ProtocolError, match="bad_type"):
+        decode_stored("status", '{"online": "yes"}', device_id="d", msg_id="m", ts=0)
 
 
 @given(commands)
