@@ -24,7 +24,9 @@ from storage.models import (
     Policy as PolicyRow,
 )
 
-from .alerts import Action, AlertState, transition
+from .alerts import Action, AlertState, IllegalTransition, transition
+from .errors import CareError
+from .lifecycles import NOTIFICATION, NotificationEvent, StepAction
 from .policy import Policy, merge_policy
 from .roster import page
 from .rules import (
@@ -34,6 +36,7 @@ from .rules import (
     quiet_in_window,
     steps_for,
 )
+from .step_store import add_step, cancel_steps
 
 __all__ = [
     "AlertConflict",
@@ -50,11 +53,11 @@ __all__ = [
 ]
 
 
-class AlertNotFound(LookupError):
+class AlertNotFound(CareError, LookupError):
     """No alert with that id."""
 
 
-class AlertConflict(RuntimeError):
+class AlertConflict(CareError, RuntimeError):
     """The alert kept changing under us; the caller may retry."""
 
 
@@ -101,44 +104,12 @@ def open_alert(
     """
     window = active_window(session, client_id, device_id, now_ms)
     if window is not None and quiet_in_window(spec):
-        # Recorded once per window, device and kind: a sweep finding the same thing every 10 s adds nothing.
-        seen = session.scalar(
-            select(Suppression.id).where(
-                Suppression.window_id == window.id,
-                Suppression.device_id.is_(None) if device_id is None else Suppression.device_id == device_id,
-                Suppression.kind == spec.kind,
-                Suppression.detail == spec.detail,
-            )
-        )
-        if seen is None:
-            session.add(
-                Suppression(
-                    window_id=window.id,
-                    client_id=client_id,
-                    device_id=device_id,
-                    kind=spec.kind,
-                    detail=spec.detail,
-                    at_ms=now_ms,
-                )
-            )
+        _suppress(session, window, client_id, device_id, spec, now_ms)
         return None
     key = open_key(spec.kind, client_id, device_id, spec.subject)
     existing = session.scalars(select(Alert).where(Alert.open_key == key)).first()
     if existing is not None:
-        existing.count += 1
-        existing.version += 1
-        existing.last_event_ms = at_ms
-        existing.priority = min(existing.priority, spec.priority)
-        if spec.kind == "alarm":
-            existing.detail = spec.detail  # the console shows the latest alarm kind (a fall after a press)
-        session.flush()
-        session.add(AlertChange(alert_id=existing.id, at_ms=now_ms, change="repeated"))
-        if spec.kind == "alarm":
-            session.add(
-                AlertNote(
-                    alert_id=existing.id, user_id=None, at_ms=now_ms, text=f"Pressed again: {spec.detail}"
-                )
-            )
+        _count_repeat(session, existing, spec, at_ms, now_ms)
         return existing
     alert = Alert(
         client_id=client_id,
@@ -170,19 +141,64 @@ def open_alert(
             )
         )
     for plan in steps_for(spec.kind, spec.priority, at_ms, policy):
-        session.add(
-            EscalationStep(
-                alert_id=alert.id,
-                action=plan.action,
-                level=plan.level,
-                due_ms=plan.due_ms,
-                state="pending",
-                created_ms=now_ms,
-            )
+        add_step(
+            session,
+            action=StepAction(plan.action),
+            due_ms=plan.due_ms,
+            now_ms=now_ms,
+            level=plan.level,
+            alert_id=alert.id,
         )
     if (spec.kind, 0) in LADDER:
         page(session, alert, LADDER[(spec.kind, 0)], 0, now_ms, channels)
     return alert
+
+
+def _suppress(
+    session: Session,
+    window: MaintenanceWindow,
+    client_id: int,
+    device_id: str | None,
+    spec: OpenAlert,
+    now_ms: int,
+) -> None:
+    """Record what a window held back — once per window, device and kind: a sweep finding the same thing
+    every 10 s adds nothing."""
+    seen = session.scalar(
+        select(Suppression.id).where(
+            Suppression.window_id == window.id,
+            Suppression.device_id.is_(None) if device_id is None else Suppression.device_id == device_id,
+            Suppression.kind == spec.kind,
+            Suppression.detail == spec.detail,
+        )
+    )
+    if seen is None:
+        session.add(
+            Suppression(
+                window_id=window.id,
+                client_id=client_id,
+                device_id=device_id,
+                kind=spec.kind,
+                detail=spec.detail,
+                at_ms=now_ms,
+            )
+        )
+
+
+def _count_repeat(session: Session, alert: Alert, spec: OpenAlert, at_ms: int, now_ms: int) -> None:
+    """Count a repeat of the problem on its open alert (a press again is noted on an alarm)."""
+    alert.count += 1
+    alert.version += 1
+    alert.last_event_ms = at_ms
+    alert.priority = min(alert.priority, spec.priority)
+    if spec.kind == "alarm":
+        alert.detail = spec.detail  # the console shows the latest alarm kind (a fall after a press)
+    session.flush()
+    session.add(AlertChange(alert_id=alert.id, at_ms=now_ms, change="repeated"))
+    if spec.kind == "alarm":
+        session.add(
+            AlertNote(alert_id=alert.id, user_id=None, at_ms=now_ms, text=f"Pressed again: {spec.detail}")
+        )
 
 
 def _running_alarm(session: Session, client_id: int) -> int | None:
@@ -285,8 +301,6 @@ def assign(session: Session, *, alert_id: int, user_id: int | None, actor_id: in
     if alert is None:
         raise AlertNotFound(alert_id)
     if alert.state == AlertState.RESOLVED:
-        from .alerts import IllegalTransition
-
         raise IllegalTransition(AlertState.RESOLVED, Action.ACKNOWLEDGE)
     alert.assigned_to = user_id
     alert.version += 1
@@ -309,16 +323,14 @@ def add_note(session: Session, *, alert_id: int, user_id: int | None, text: str,
 
 def _cancel_pending(session: Session, alert_id: int, now_ms: int) -> None:
     """Cancel every pending escalation step and notification of an alert (in the caller's transaction)."""
-    session.execute(
-        update(EscalationStep)
-        .where(EscalationStep.alert_id == alert_id, EscalationStep.state == "pending")
-        .values(state="cancelled", done_ms=now_ms)
-        .execution_options(synchronize_session=False)
-    )
+    cancel_steps(session, EscalationStep.alert_id == alert_id, now_ms)
     session.execute(
         update(Notification)
-        .where(Notification.alert_id == alert_id, Notification.state == "pending")
-        .values(state="cancelled")
+        .where(
+            Notification.alert_id == alert_id,
+            NOTIFICATION.where(Notification.state, NotificationEvent.CANCEL),
+        )
+        .values(state=NOTIFICATION.target(NotificationEvent.CANCEL))
         .execution_options(synchronize_session=False)
     )
 

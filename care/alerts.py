@@ -5,28 +5,32 @@ Lifecycle (the whole table; any other move is refused)::
     open ──acknowledge──▶ acknowledged ──resolve──▶ resolved
       └──────────────────resolve / cancel──────────▲
 
-Exceptions::
+The same machinery (``care.lifecycles.Lifecycle``) holds the lifecycles of escalation steps,
+notifications, dose instances and visits.
 
-    IllegalTransition     the action is not allowed from the alert's current state
+Exceptions (drawn with the rest of the package's in ``care/__init__.py``)::
+
+    IllegalTransition     the action is not allowed from the alert's current state (from ``care.errors``)
 """
 
 from __future__ import annotations
 
 import enum
-import logging
 from typing import Final
+
+from .errors import IllegalTransition
+from .lifecycles import Lifecycle
 
 __all__ = [
     "AUTOMATIC_OUTCOMES",
     "OUTCOMES",
+    "ALERT",
     "Action",
     "AlertState",
     "IllegalTransition",
     "answer_ms",
     "transition",
 ]
-
-log = logging.getLogger(__name__)
 
 
 class AlertState(enum.StrEnum):
@@ -41,12 +45,16 @@ class Action(enum.StrEnum):
     CANCEL = "cancel"  # the client cancelled inside the pre-alarm window
 
 
-_TRANSITIONS: Final[dict[tuple[AlertState, Action], AlertState]] = {
-    (AlertState.OPEN, Action.ACKNOWLEDGE): AlertState.ACKNOWLEDGED,
-    (AlertState.OPEN, Action.RESOLVE): AlertState.RESOLVED,
-    (AlertState.OPEN, Action.CANCEL): AlertState.RESOLVED,
-    (AlertState.ACKNOWLEDGED, Action.RESOLVE): AlertState.RESOLVED,
-}
+ALERT: Final = Lifecycle[AlertState, Action](
+    "alert",
+    AlertState,
+    {
+        (AlertState.OPEN, Action.ACKNOWLEDGE): AlertState.ACKNOWLEDGED,
+        (AlertState.OPEN, Action.RESOLVE): AlertState.RESOLVED,
+        (AlertState.OPEN, Action.CANCEL): AlertState.RESOLVED,
+        (AlertState.ACKNOWLEDGED, Action.RESOLVE): AlertState.RESOLVED,
+    },
+)
 
 # Outcomes a person chooses on resolve; the monitor itself resolves with the automatic ones.
 OUTCOMES: Final = frozenset(
@@ -65,22 +73,9 @@ AUTOMATIC_OUTCOMES: Final = frozenset(
 )
 
 
-class IllegalTransition(ValueError):
-    """The action is not allowed from the current state."""
-
-    def __init__(self, state: AlertState, action: Action) -> None:
-        super().__init__(f"cannot {action.value} an alert that is {state.value}")
-        self.state = state
-        self.action = action
-
-
 def transition(state: AlertState, action: Action) -> AlertState:
     """Return the state after ``action``; raise IllegalTransition for a move the table does not allow."""
-    new = _TRANSITIONS.get((state, action))
-    if new is None:
-        raise IllegalTransition(state, action)
-    log.debug("alert %s -> %s (%s)", state.value, new.value, action.value)
-    return new
+    return ALERT.transition(state, action)
 
 
 def answer_ms(opened_ms: int, acknowledged_ms: int) -> int:

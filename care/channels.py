@@ -43,6 +43,8 @@ from email.message import EmailMessage
 from email.utils import formatdate, make_msgid, parseaddr
 from typing import Protocol
 
+from .errors import CareError
+
 __all__ = [
     "SIGNATURE_TOLERANCE_S",
     "Channel",
@@ -62,7 +64,7 @@ SIGNATURE_TOLERANCE_S = 300
 _USER_AGENT = "carealarm-webhook/1"
 
 
-class ChannelError(RuntimeError):
+class ChannelError(CareError, RuntimeError):
     """A message could not be handed over; the notifier retries it later."""
 
 

@@ -9,6 +9,10 @@ resolves its own alert, never another dose's.
 A schedule change (the console, the API, or the dispenser's own ``schedule`` report) re-plans the client's
 instances in the same transaction (``replan_client``): added doses are watched from their next due time,
 removed or moved ones are cancelled with their timers (no reminder, no miss).
+
+An instance's lifecycle (pending, taken, missed, taken_late, cancelled) is ``care.lifecycles.DOSE``; which
+instance a dispenser's report is about is ``care.dose_match``'s rule. An instance's two timers name it by
+foreign key (``escalation_steps.dose_instance_id``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import datetime as dt
 import json
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import delete, func, or_, select, update
+from sqlalchemy import delete, func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.commands_models import CommandRecord
@@ -33,8 +37,11 @@ from storage.models import (
 )
 
 from .alert_store import open_alert, resolve_key
+from .dose_match import match_bounds, nearest_instance, report_target
+from .lifecycles import DOSE, DoseEvent, DoseState, NotificationState, StepAction
 from .policy import Policy
 from .rules import AdoptSchedule, DoseReport, OpenAlert, open_key
+from .step_store import add_step, cancel_steps
 
 _DEFAULT_TZ = ZoneInfo("Europe/Amsterdam")
 
@@ -51,8 +58,18 @@ __all__ = [
 
 # How far ahead dose instances (and their timers) are created.
 PLAN_AHEAD_MS = 26 * 3600 * 1000
-# A dose report without due_ts is matched to the nearest instance of that dose within this distance.
-_MATCH_WINDOW_MS = 12 * 3600 * 1000
+
+
+def _subject(instance_id: int) -> str:
+    """What a scheduled dose's missed-dose alert is about (its repeats are counted on it; taken late
+    resolves it)."""
+    return f"dose:{instance_id}"
+
+
+def _device_subject(dose_id: str) -> str:
+    """What a missed-dose alert is about when only the dispenser knows the dose (central's reports read
+    it)."""
+    return f"device-dose:{dose_id}"
 
 
 def due_times(at: str, now_ms: int, until_ms: int, tz: ZoneInfo) -> list[int]:
@@ -104,26 +121,18 @@ def _add_instance(session: Session, dose: MedicationDose, due: int, grace_ms: in
         device_id=dose.device_id,
         dose_id=dose.dose_id,
         due_ms=due,
-        state="pending",
+        state=DoseState.PENDING,
         reminded=False,
     )
     session.add(instance)
     session.flush()
-    subject = f"dose:{instance.id}"
-    session.add_all(
-        [
-            EscalationStep(
-                subject=subject, action="dose_remind", level=0, due_ms=due, state="pending", created_ms=now_ms
-            ),
-            EscalationStep(
-                subject=subject,
-                action="dose_check",
-                level=0,
-                due_ms=due + grace_ms,
-                state="pending",
-                created_ms=now_ms,
-            ),
-        ]
+    add_step(session, action=StepAction.DOSE_REMIND, due_ms=due, now_ms=now_ms, dose_instance_id=instance.id)
+    add_step(
+        session,
+        action=StepAction.DOSE_CHECK,
+        due_ms=due + grace_ms,
+        now_ms=now_ms,
+        dose_instance_id=instance.id,
     )
 
 
@@ -139,18 +148,15 @@ def replan_client(session: Session, client_id: int, now_ms: int, tz: ZoneInfo, g
     }
     cancelled = 0
     for instance in session.scalars(
-        select(DoseInstance).where(DoseInstance.client_id == client_id, DoseInstance.state == "pending")
+        select(DoseInstance).where(
+            DoseInstance.client_id == client_id, DOSE.where(DoseInstance.state, DoseEvent.CANCEL)
+        )
     ):
         local_at = dt.datetime.fromtimestamp(instance.due_ms / 1000, tz).strftime("%H:%M")
         if (instance.dose_id, local_at) in wanted:
             continue
-        instance.state = "cancelled"
-        session.execute(
-            update(EscalationStep)
-            .where(EscalationStep.subject == f"dose:{instance.id}", EscalationStep.state == "pending")
-            .values(state="cancelled", done_ms=now_ms)
-            .execution_options(synchronize_session=False)
-        )
+        instance.state = DOSE.transition(instance.state, DoseEvent.CANCEL)
+        cancel_steps(session, EscalationStep.dose_instance_id == instance.id, now_ms)
         cancelled += 1
     plan_doses(session, now_ms, tz, {client_id: grace_ms // 1000}, client_id=client_id)
     return cancelled
@@ -202,7 +208,12 @@ def adopt_schedule(
 def remind_if_needed(session: Session, instance_id: int) -> tuple[str, str] | None:
     """At the due time: (device id, dose id) to send a remind command to, if the device showed none."""
     instance = session.get(DoseInstance, instance_id)
-    if instance is None or instance.state != "pending" or instance.reminded or instance.device_id is None:
+    if (
+        instance is None
+        or instance.state != DoseState.PENDING
+        or instance.reminded
+        or instance.device_id is None
+    ):
         return None
     instance.reminded = True
     return instance.device_id, instance.dose_id
@@ -218,16 +229,17 @@ def check_missed(
 ) -> bool:
     """At due + grace: a dose still not taken is missed; open (or count on) the missed-dose alert."""
     instance = session.get(DoseInstance, instance_id)
-    if instance is None or instance.state != "pending":
+    missed = DOSE.after(instance.state, DoseEvent.MISS) if instance is not None else None
+    if instance is None or missed is None:
         return False
-    instance.state = "missed"
+    instance.state = missed
     recent = (
         session.scalar(
             select(func.count())
             .select_from(DoseInstance)
             .where(
                 DoseInstance.client_id == instance.client_id,
-                DoseInstance.state.in_(("missed", "taken_late")),
+                DoseInstance.state.in_((DoseState.MISSED, DoseState.TAKEN_LATE)),
                 DoseInstance.due_ms > now_ms - policy.repeat_miss_window_s * 1000,
                 DoseInstance.id != instance.id,
             )
@@ -239,7 +251,7 @@ def check_missed(
         "missed_dose",
         miss_priority(recent),
         f"Dose {instance.dose_id} due {local} not taken",
-        subject=f"dose:{instance.id}",
+        subject=_subject(instance.id),
     )
     alert = open_alert(
         session, instance.client_id, instance.device_id, spec, now_ms, now_ms, policy, channels
@@ -270,7 +282,7 @@ def apply_report(
                 "missed_dose",
                 3,
                 f"Dose {report.dose_id} not taken (reported by the dispenser)",
-                subject=f"device-dose:{report.dose_id}",
+                subject=_device_subject(report.dose_id),
             )
             return (
                 open_alert(session, device.client_id, device.id, spec, at_ms, now_ms, policy, channels)
@@ -279,7 +291,7 @@ def apply_report(
         if report.event == "taken":
             return resolve_key(
                 session,
-                open_key("missed_dose", device.client_id, device.id, f"device-dose:{report.dose_id}"),
+                open_key("missed_dose", device.client_id, device.id, _device_subject(report.dose_id)),
                 "dose_taken_late",
                 f"Dose {report.dose_id} taken",
                 now_ms,
@@ -290,34 +302,36 @@ def apply_report(
         return False
     if report.event == "missed":
         return check_missed(session, instance.id, now_ms, policy, channels, tz)
-    # taken
-    if instance.state == "pending":
-        instance.state, instance.taken_ms = "taken", at_ms
+    # taken: on time, or late (still counted as missed); taken twice, or a cancelled dose, changes nothing
+    taken = DOSE.after(instance.state, DoseEvent.TAKE)
+    if taken is None:
         return False
-    if instance.state == "missed":
-        instance.state, instance.taken_ms = "taken_late", at_ms
-        late_min = (at_ms - instance.due_ms) // 60_000
-        return resolve_key(
-            session,
-            open_key("missed_dose", device.client_id, None, f"dose:{instance.id}"),
-            "dose_taken_late",
-            f"Dose {instance.dose_id} taken {late_min} min after it was due",
-            now_ms,
-        )
-    return False
+    instance.state, instance.taken_ms = taken, at_ms
+    if taken is not DoseState.TAKEN_LATE:
+        return False
+    late_min = (at_ms - instance.due_ms) // 60_000
+    return resolve_key(
+        session,
+        open_key("missed_dose", device.client_id, None, _subject(instance.id)),
+        "dose_taken_late",
+        f"Dose {instance.dose_id} taken {late_min} min after it was due",
+        now_ms,
+    )
 
 
 def _match(session: Session, client_id: int, report: DoseReport, at_ms: int) -> DoseInstance | None:
-    target = report.due_ts if report.due_ts is not None else at_ms
+    """The scheduled instance the report is about (``care.dose_match``), or None."""
+    target = report_target(report.due_ts, at_ms)
+    low, high = match_bounds(target)
     candidates = session.scalars(
         select(DoseInstance).where(
             DoseInstance.client_id == client_id,
             DoseInstance.dose_id == report.dose_id,
-            DoseInstance.due_ms > target - _MATCH_WINDOW_MS,
-            DoseInstance.due_ms < target + _MATCH_WINDOW_MS,
+            DoseInstance.due_ms > low,
+            DoseInstance.due_ms < high,
         )
     )
-    return min(candidates, key=lambda d: abs(d.due_ms - target), default=None)
+    return nearest_instance(candidates, target, due_ms=lambda d: d.due_ms)
 
 
 def _tell_informal_carers(session: Session, alert: Alert, instance: DoseInstance, now_ms: int) -> None:
@@ -336,7 +350,7 @@ def _tell_informal_carers(session: Session, alert: Alert, instance: DoseInstance
                 subject=f"[carealarm] A dose was not taken: {instance.dose_id}",
                 body=f"Dear {contact.name},\n\nthe dose '{instance.dose_id}' was not taken in time. "
                 "The care station has been told and will follow up.\n",
-                state="pending",
+                state=NotificationState.PENDING,
                 attempts=0,
                 created_ms=now_ms,
                 next_try_ms=now_ms,

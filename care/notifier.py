@@ -2,8 +2,9 @@
 
 A row moves ``pending -> sending -> sent``, or back to ``pending`` with a later ``next_try_ms`` after a
 failure, or to ``failed`` after the last attempt; an acknowledgement moves ``pending -> cancelled`` (done
-elsewhere). Every move is a conditional UPDATE on the state it expects, so whoever gets there first wins:
-a cancellation between two sends, or a second deliverer racing this one.
+elsewhere). The whole table is ``care.lifecycles.NOTIFICATION``. Every move is a conditional UPDATE on the
+states the table moves it from, so whoever gets there first wins: a cancellation between two sends, or a
+second deliverer racing this one.
 
 While a row is ``sending``, ``next_try_ms`` holds the end of the sender's lease (claim + 60 s): a row still
 ``sending`` after it was left by a crash, and ``recover_stuck`` makes it ``pending`` again.
@@ -25,6 +26,7 @@ from storage.db import SessionFactory
 from storage.models import Notification
 
 from .channels import Channel, ChannelError, NotificationMessage
+from .lifecycles import NOTIFICATION, NotificationEvent, NotificationState
 
 __all__ = [
     "MAX_ATTEMPTS",
@@ -67,6 +69,15 @@ def _rowcount(session: Session, statement: Update) -> int:
     return int(cast("CursorResult[Any]", result).rowcount)
 
 
+def _move(event: NotificationEvent) -> Update:
+    """An UPDATE that makes ``event``'s move, on the rows whose state allows it (add the row's ``where``)."""
+    return (
+        update(Notification)
+        .where(NOTIFICATION.where(Notification.state, event))
+        .values(state=NOTIFICATION.target(event))
+    )
+
+
 def recover_stuck(sessions: SessionFactory, now_ms: int) -> int:
     """Put ``sending`` rows whose lease ran out back to ``pending``; return how many.
 
@@ -76,12 +87,7 @@ def recover_stuck(sessions: SessionFactory, now_ms: int) -> int:
     waiting. Receivers can deduplicate on the notification id; they cannot recover a message never sent.
     """
     with sessions.begin() as session:
-        count = _rowcount(
-            session,
-            update(Notification)
-            .where(Notification.state == "sending", Notification.next_try_ms <= now_ms)
-            .values(state="pending"),
-        )
+        count = _rowcount(session, _move(NotificationEvent.RECOVER).where(Notification.next_try_ms <= now_ms))
     if count:
         log.warning("notifier: %d notification(s) left sending by a crash are pending again", count)
     return count
@@ -99,7 +105,10 @@ def deliver_due(
         due = list(
             session.scalars(
                 select(Notification.id)
-                .where(Notification.state == "pending", Notification.next_try_ms <= now_ms)
+                .where(
+                    NOTIFICATION.where(Notification.state, NotificationEvent.CLAIM),
+                    Notification.next_try_ms <= now_ms,
+                )
                 .order_by(Notification.next_try_ms, Notification.id)
                 .limit(limit)
             )
@@ -132,20 +141,17 @@ def _claim(
         if row is None or row.channel in down:
             return None
         configured = row.channel in channels
+        move = NotificationEvent.CLAIM if configured else NotificationEvent.REFUSE
         values: dict[str, object] = (
-            {"state": "sending", "next_try_ms": now_ms + SENDING_LEASE_MS}
+            {"next_try_ms": now_ms + SENDING_LEASE_MS}
             if configured
-            else {"state": "failed", "last_error": f"channel {row.channel} is not configured"[:_MAX_ERROR]}
+            else {"last_error": f"channel {row.channel} is not configured"[:_MAX_ERROR]}
         )
         # Conditional on the state we expect: an acknowledgement that cancelled the row since we listed
         # it, or another deliverer that claimed it first, wins, and the rowcount tells us so.
         claim = (
-            update(Notification)
-            .where(
-                Notification.id == notification_id,
-                Notification.state == "pending",
-                Notification.next_try_ms <= now_ms,
-            )
+            _move(move)
+            .where(Notification.id == notification_id, Notification.next_try_ms <= now_ms)
             .values(**values)
         )
         if _rowcount(session, claim) != 1:
@@ -183,30 +189,25 @@ def _finish(sessions: SessionFactory, message: NotificationMessage, now_ms: int,
         attempts = (
             session.scalars(select(Notification.attempts).where(Notification.id == message.id)).one() + 1
         )
+        # DELIVER moves from 'pending' too: had recover_stuck taken the row back meanwhile, this stops a
+        # second send.
         if error is None:
-            values: dict[str, object] = {"state": "sent", "sent_ms": now_ms, "attempts": attempts}
-            # 'pending' too: had recover_stuck taken the row back meanwhile, this stops a second send.
-            expected: tuple[str, ...] = ("sending", "pending")
+            move = NotificationEvent.DELIVER
+            values: dict[str, object] = {"sent_ms": now_ms, "attempts": attempts}
         elif gives_up(attempts):
-            values = {"state": "failed", "attempts": attempts, "last_error": error[:_MAX_ERROR]}
-            expected = ("sending",)
+            move = NotificationEvent.GIVE_UP
+            values = {"attempts": attempts, "last_error": error[:_MAX_ERROR]}
         else:
+            move = NotificationEvent.RETRY
             values = {
-                "state": "pending",
                 "attempts": attempts,
                 "last_error": error[:_MAX_ERROR],
                 "next_try_ms": now_ms + next_try_after(attempts),
             }
-            expected = ("sending",)
-        _rowcount(
-            session,
-            update(Notification)
-            .where(Notification.id == message.id, Notification.state.in_(expected))
-            .values(**values),
-        )
+        _rowcount(session, _move(move).where(Notification.id == message.id).values(**values))
     if error is None:
         log.info("notifier: notification %d sent via %s", message.id, message.channel)
-    elif values["state"] == "failed":
+    elif NOTIFICATION.target(move) is NotificationState.FAILED:
         log.error(
             "notifier: notification %d via %s failed for good after %d attempts: %s",
             message.id,

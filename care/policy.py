@@ -11,10 +11,12 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from .errors import CareError
+
 __all__ = ["DEFAULT_POLICY", "Policy", "PolicyError", "merge_policy"]
 
 
-class PolicyError(ValueError):
+class PolicyError(CareError, ValueError):
     """A policy override that is unknown or out of its allowed range."""
 
 

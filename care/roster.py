@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session
 
 from storage.models import Alert, Client, DutyShift, Notification, User
 
+from .lifecycles import NotificationState
+
 __all__ = ["on_duty", "page"]
 
 log = logging.getLogger(__name__)
@@ -88,7 +90,7 @@ def _note(
         user_id=user_id,
         subject=subject,
         body=body,
-        state="pending",
+        state=NotificationState.PENDING,
         attempts=0,
         created_ms=now_ms,
         next_try_ms=now_ms,

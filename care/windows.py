@@ -21,7 +21,7 @@ Ending a window early moves its end to now (``ended_by`` names who); ending one 
 cancels it (its end is set to its start, so it never runs). A window is ``upcoming``, ``active`` or ``past``
 (:func:`window_state`).
 
-Exceptions::
+Exceptions (under ``care.errors.CareError``, drawn whole in ``care/__init__.py``)::
 
     WindowError
      ├── WindowInvalid        the request breaks a rule above, or names no existing client or device
@@ -38,6 +38,8 @@ from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
 from storage.models import Client, Device, MaintenanceWindow, Suppression, User
+
+from .errors import CareError
 
 __all__ = [
     "MAX_DURATION_MS",
@@ -70,7 +72,7 @@ WINDOW_STATES: Final = ("upcoming", "active", "past")
 Which = Literal["current", "upcoming", "active", "past", "all"]
 
 
-class WindowError(Exception):
+class WindowError(CareError):
     """A maintenance-window request that cannot be carried out."""
 
 

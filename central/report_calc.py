@@ -14,6 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, tzinfo
 from typing import Final
 
+from care.alerts import answer_ms
+from care.dose_match import MATCH_WINDOW_MS, report_target, scheduled
+from care.lifecycles import DoseState
+
 __all__ = [
     "CLIENT_CANCELLED",
     "DEFINITIONS",
@@ -116,7 +120,7 @@ def answer_times(
     for alert in alerts:
         if not since_ms <= alert.opened_ms < until_ms:
             continue
-        day = _day(alert.opened_ms, tz)
+        day = datetime.fromtimestamp(alert.opened_ms / 1000, tz).date().isoformat()
         if alert.cancelled_by_client:
             days[day].cancelled += 1
             continue
@@ -139,7 +143,7 @@ class _Day:
         self.made_it = {_60_S: 0, _180_S: 0}
 
     def add(self, alert: AlertTiming, now_ms: int) -> None:
-        wait = None if alert.acknowledged_ms is None else max(0, alert.acknowledged_ms - alert.opened_ms)
+        wait = None if alert.acknowledged_ms is None else answer_ms(alert.opened_ms, alert.acknowledged_ms)
         if wait is None:
             self.unanswered += 1
         else:
@@ -171,16 +175,7 @@ def _answer_row(day: str, nurse: str | None, totals: _Day) -> AnswerTimeRow:
     )
 
 
-def _day(ms: int, tz: tzinfo) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz).date().isoformat()
-
-
 # -- medication adherence -----------------------------------------------------------------------------
-
-# A dispenser's report without a due time is about the nearest instance of that dose within this distance:
-# the monitor's rule (``care.doses._MATCH_WINDOW_MS``), so a report the monitor applied to a scheduled
-# dose is not counted a second time here.
-MATCH_WINDOW_MS = 12 * 3600 * 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +238,7 @@ def adherence(doses: Iterable[DoseRecord], since_ms: int, until_ms: int) -> list
     """
     counts: dict[int, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for dose in doses:
-        if not since_ms <= dose.due_ms < until_ms or dose.state == "cancelled":
+        if not since_ms <= dose.due_ms < until_ms or dose.state == DoseState.CANCELLED:
             continue
         # An unknown state is not a taken dose: it counts as still open rather than vanishing.
         state = dose.state if dose.state in ("taken", "taken_late", "missed") else "pending"
@@ -276,45 +271,35 @@ def dispenser_doses(
 ) -> list[DoseRecord]:
     """The doses known only from the dispenser, one record each (``scheduled`` False).
 
-    A report is left out when the schedule has an instance it is about (same client and dose within
-    :data:`MATCH_WINDOW_MS` of its due time, or of its arrival without one): the monitor applied it to that
-    instance. Of the rest, each dose is found by its due time, or without one by the latest dose of that id
-    recorded within the window before the report. A ``missed`` report of a new dose is a missed dose, due at
-    the due time it gave (else when it arrived); a ``taken`` report turns a missed dose into taken late, and
-    of a new dose is a dose taken on time. Any other repeat adds nothing; a ``due`` report decides nothing.
-    A missed-dose alert the monitor opened on a dispenser's word counts only when no missed report is at
-    hand within the window of it (the report is the better witness: an alert counts repeats on itself and
-    is held back in a maintenance window).
+    A report is left out when the schedule has an instance it is about (the monitor's rule,
+    ``care.dose_match``): the monitor applied it to that instance. Of the rest, each dose is found by its
+    due time, or without one by the latest dose of that id recorded within :data:`MATCH_WINDOW_MS` before
+    the report. A ``missed`` report of a new dose is a missed dose, due at the due time it gave (else when
+    it arrived); a ``taken`` report turns a missed dose into taken late, and of a new dose is a dose taken
+    on time. Any other repeat adds nothing; a ``due`` report decides nothing. A missed-dose alert the
+    monitor opened on a dispenser's word counts only when no missed report is at hand within that window
+    of it (the report is the better witness: an alert counts repeats on itself and is held back in a
+    maintenance window).
     """
-    scheduled: dict[tuple[int, str], list[int]] = defaultdict(list)
+    schedule: dict[tuple[int, str], list[int]] = defaultdict(list)
     for instance in instances:
-        scheduled[(instance.client_id, instance.dose_id)].append(instance.due_ms)
-
-    def in_schedule(client_id: int, dose_id: str, target: int) -> bool:
-        return any(abs(due - target) < MATCH_WINDOW_MS for due in scheduled[(client_id, dose_id)])
-
+        schedule[(instance.client_id, instance.dose_id)].append(instance.due_ms)
     doses: dict[tuple[int, str], list[_Reported]] = defaultdict(list)  # in order of arrival
     for report in sorted(reports, key=lambda r: r.at_ms):
-        target = report.due_ms if report.due_ms is not None else report.at_ms
+        target = report_target(report.due_ms, report.at_ms)
         key = (report.client_id, report.dose_id)
-        if report.event not in ("taken", "missed") or in_schedule(*key, target):
+        if report.event not in ("taken", "missed") or scheduled(schedule[key], target):
             continue
         if report.due_ms is not None:
             same = next((d for d in doses[key] if d.due_ms == report.due_ms), None)
         else:
-            same = next(
-                (
-                    d
-                    for d in reversed(doses[key])
-                    if report.at_ms - MATCH_WINDOW_MS < d.due_ms <= report.at_ms
-                ),
-                None,
-            )
+            near = report.at_ms - MATCH_WINDOW_MS
+            same = next((d for d in reversed(doses[key]) if near < d.due_ms <= report.at_ms), None)
         if same is None:
             missed = report.event == "missed"
             doses[key].append(_Reported(target, report.event, report.at_ms if missed else None))
-        elif report.event == "taken" and same.state == "missed":
-            same.state = "taken_late"
+        elif report.event == "taken" and same.state == DoseState.MISSED:
+            same.state = DoseState.TAKEN_LATE
     records = [
         DoseRecord(client_id, dose.due_ms, dose.state, scheduled=False)
         for (client_id, _), found in doses.items()
@@ -322,14 +307,14 @@ def dispenser_doses(
     ]
     for alert in alerts:
         key = (alert.client_id, alert.dose_id)
-        if in_schedule(*key, alert.opened_ms):
+        if scheduled(schedule[key], alert.opened_ms):
             continue
         witnessed = any(
             dose.missed_at is not None and abs(dose.missed_at - alert.opened_ms) < MATCH_WINDOW_MS
             for dose in doses[key]
         )
         if not witnessed:
-            state = "taken_late" if alert.taken_late else "missed"
+            state = DoseState.TAKEN_LATE if alert.taken_late else DoseState.MISSED
             records.append(DoseRecord(alert.client_id, alert.opened_ms, state, scheduled=False))
     return records
 
@@ -428,9 +413,7 @@ def _uptime_one(
     if end <= start:
         return UptimeRow(device.device_id, 0, 0, 0, 0, None, 0)
     state: bool | None = None  # before the first report the state is unknown
-    cursor = start
-    changes = 0
-    down_ms = 0
+    cursor, changes, down_ms = start, 0, 0
 
     def count(until: int) -> None:
         nonlocal down_ms

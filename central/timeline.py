@@ -7,8 +7,8 @@ means "strictly before that time"). Every source is read with the same cursor co
 the sources are merged: no entry is lost or shown twice at a page boundary, even when several share a time.
 
 Doses: the dose instances of the schedule (taken, missed, taken_late), and the dispenser's own dose reports
-(taken, missed) that match no scheduled instance — a report that does match is the same dose, already
-shown by its instance.
+(taken, missed) that match no scheduled instance (the monitor's rule, ``care.dose_match``) — a report that
+does match is the same dose, already shown by its instance.
 
 Maintenance windows (the client's own and its devices'): a ``window`` entry when one started (running or
 over; a planned one is not history yet), a ``window_end`` entry once it is over — "what is this client's
@@ -27,6 +27,8 @@ from typing import Any, Final
 from sqlalchemy import ColumnElement, and_, or_, select, true
 from sqlalchemy.orm import Session, aliased
 
+from care.dose_match import match_bounds, report_target, scheduled
+from care.lifecycles import DoseState
 from storage.calls_models import CallRecord
 from storage.models import (
     Alert,
@@ -57,8 +59,8 @@ TYPES: Final = (
 )
 _STR_ID_TYPES: Final = frozenset({"call"})
 _CURSOR = re.compile(r"(\d{1,15})(?::([a-z_]{1,20}):([0-9a-f]{1,32}))?")
-# As care.doses: a report without due_ts is the nearest scheduled instance within this distance.
-_MATCH_WINDOW_MS: Final = 12 * 3600 * 1000
+# The dose instances the timeline shows: those decided (a pending or cancelled dose is no history).
+_DOSE_STATES: Final = (DoseState.TAKEN, DoseState.MISSED, DoseState.TAKEN_LATE)
 
 
 class BadCursor(ValueError):
@@ -186,7 +188,7 @@ def _doses(s: Session, client_id: int, c: Cursor | None, n: int) -> list[dict[st
         select(DoseInstance)
         .where(
             DoseInstance.client_id == client_id,
-            DoseInstance.state.in_(("taken", "missed", "taken_late")),
+            DoseInstance.state.in_(_DOSE_STATES),
             _older(c, "dose", DoseInstance.due_ms, DoseInstance.id),
         )
         .order_by(DoseInstance.due_ms.desc(), DoseInstance.id.desc())
@@ -223,7 +225,7 @@ def _dose_reports(s: Session, client_id: int, c: Cursor | None, n: int) -> list[
         ).all()
         for event in events:
             body = _json(event.payload)
-            if body.get("event") in ("taken", "missed") and not _scheduled(s, client_id, event, body):
+            if body.get("event") in ("taken", "missed") and not _is_scheduled(s, client_id, event, body):
                 out.append(
                     {
                         "type": "dose_report",
@@ -241,20 +243,20 @@ def _dose_reports(s: Session, client_id: int, c: Cursor | None, n: int) -> list[
     return out[:n]
 
 
-def _scheduled(s: Session, client_id: int, event: DeviceEvent, body: dict[str, Any]) -> bool:
+def _is_scheduled(s: Session, client_id: int, event: DeviceEvent, body: dict[str, Any]) -> bool:
+    """Is the report about a scheduled instance (``care.dose_match``)?"""
     due = body.get("due_ts")
-    target = due if isinstance(due, int) else event.received_ms
-    hit = s.scalars(
-        select(DoseInstance.id)
-        .where(
+    target = report_target(due if isinstance(due, int) else None, event.received_ms)
+    low, high = match_bounds(target)
+    dues = s.scalars(
+        select(DoseInstance.due_ms).where(
             DoseInstance.client_id == client_id,
             DoseInstance.dose_id == str(body.get("dose_id", "")),
-            DoseInstance.due_ms > target - _MATCH_WINDOW_MS,
-            DoseInstance.due_ms < target + _MATCH_WINDOW_MS,
+            DoseInstance.due_ms > low,
+            DoseInstance.due_ms < high,
         )
-        .limit(1)
-    ).first()
-    return hit is not None
+    )
+    return scheduled(dues, target)
 
 
 def _json(payload: str) -> dict[str, Any]:

@@ -249,8 +249,9 @@ class AlertNote(Base):
 
 
 class EscalationStep(Base):
-    """A pending timer: at ``due_ms`` do ``action`` for an alert (or a dose, a visit). The source of truth:
-    the in-process scheduler is rebuilt from this table at every start."""
+    """A pending timer: at ``due_ms`` do ``action`` for an alert, a dose instance or a visit (the one of
+    the three it names). The source of truth: the in-process scheduler is rebuilt from this table at every
+    start. Its lifecycle and actions: ``care.lifecycles``."""
 
     __tablename__ = "escalation_steps"
     __table_args__ = (
@@ -264,8 +265,15 @@ class EscalationStep(Base):
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     alert_id: Mapped[int | None] = mapped_column(ForeignKey("alerts.id"), nullable=True, index=True)
-    subject: Mapped[str | None] = mapped_column(String(64), nullable=True)  # dose instance or visit id
-    action: Mapped[str] = mapped_column(String(32))
+    dose_instance_id: Mapped[int | None] = mapped_column(
+        ForeignKey("dose_instances.id", name="fk_escalation_steps_dose_instance_id_dose_instances"),
+        nullable=True,
+        index=True,
+    )
+    visit_id: Mapped[int | None] = mapped_column(
+        ForeignKey("visits.id", name="fk_escalation_steps_visit_id_visits"), nullable=True, index=True
+    )
+    action: Mapped[str] = mapped_column(String(32))  # escalate | dose_remind | dose_check | visit_check
     level: Mapped[int] = mapped_column(Integer, default=0)
     due_ms: Mapped[int] = mapped_column(BigInteger)
     state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | done | cancelled
@@ -295,7 +303,8 @@ class Notification(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     subject: Mapped[str] = mapped_column(String(300))
     body: Mapped[str] = mapped_column(Text)
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # pending | sent | failed | cancelled
+    # pending | sending | sent | failed | cancelled (care.lifecycles.NotificationState)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
     created_ms: Mapped[int] = mapped_column(BigInteger)
@@ -385,7 +394,8 @@ class DoseInstance(Base):
     device_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     dose_id: Mapped[str] = mapped_column(String(64))
     due_ms: Mapped[int] = mapped_column(BigInteger, index=True)
-    # pending | taken | missed | taken_late | cancelled (removed from the schedule before it was due)
+    # pending | taken | missed | taken_late | cancelled (removed from the schedule before it was due);
+    # care.lifecycles.DoseState
     state: Mapped[str] = mapped_column(String(16), default="pending")
     reminded: Mapped[bool] = mapped_column(default=False)
     taken_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
@@ -419,7 +429,8 @@ class Visit(Base):
     sent_ms: Mapped[int] = mapped_column(BigInteger)
     target_ms: Mapped[int] = mapped_column(BigInteger)
     arrived_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
-    state: Mapped[str] = mapped_column(String(16), default="underway")  # underway | arrived | cancelled
+    # underway | arrived | cancelled (care.lifecycles.VisitState)
+    state: Mapped[str] = mapped_column(String(16), default="underway")
 
 
 class ServiceRun(Base):

@@ -330,7 +330,6 @@ def test_escalations_go_before_a_peak_of_dose_reminders(world: World) -> None:
     with world.sessions.begin() as s:
         s.add_all(
             EscalationStep(
-                subject=f"dose:{100_000 + i}",
                 action="dose_remind",
                 level=0,
                 due_ms=world.now,

@@ -7,6 +7,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given
 from hypothesis import strategies as st
 
+from care import dose_match as monitor_doses
 from central.report_calc import (
     MATCH_WINDOW_MS,
     AlertTiming,
@@ -23,7 +24,6 @@ from central.report_calc import (
     service_down_periods,
     uptime,
 )
-from monitor import doses as monitor_doses
 
 DAY = 86_400_000
 T0 = 1_800_000_000_000 - (1_800_000_000_000 % DAY)  # a UTC midnight
@@ -235,7 +235,7 @@ def test_adherence_counts_dispenser_doses_apart_as_unscheduled() -> None:
 
 def test_the_match_window_is_the_monitors() -> None:
     """A report is about a scheduled instance exactly when the monitor would have applied it to one."""
-    assert MATCH_WINDOW_MS == monitor_doses._MATCH_WINDOW_MS
+    assert MATCH_WINDOW_MS == monitor_doses.MATCH_WINDOW_MS
     reports = [
         DispenserReport(1, "d", "missed", at_ms=T0 + MATCH_WINDOW_MS - 1),
         DispenserReport(1, "d", "missed", at_ms=T0 + MATCH_WINDOW_MS),
