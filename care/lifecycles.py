@@ -98,9 +98,12 @@ class Lifecycle(Generic[S, E]):
         return tuple(state for state, e in self._table if e == event)
 
     def target(self, event: E) -> S:
-        """The one state ``event`` moves to (every table here sends an event to a single state)."""
-        [new] = {new for (_, e), new in self._table.items() if e == event}
-        return new
+        """The one state ``event`` moves every row to, for a bulk UPDATE; ValueError for an event whose
+        target depends on the state (a dose taken on time or late)."""
+        targets = {new for (_, e), new in self._table.items() if e == event}
+        if len(targets) != 1:
+            raise ValueError(f"{event.value} moves {self.name} to {len(targets)} states")
+        return targets.pop()
 
     def where(self, column: InstrumentedAttribute[str], event: E) -> ColumnElement[bool]:
         """SQL for "the row's state allows ``event``", the guard of a conditional UPDATE: whoever moves the
