@@ -20,8 +20,9 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import paho.mqtt.client as paho
 import websockets
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
@@ -91,24 +92,10 @@ async def measure(url: str, consoles: int, rates: list[int], seconds: float, wor
     total = sum(int(r * seconds) for r in rates)
     _seed(url, total, consoles)
     http, mqtt_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "CAREALARM_DATABASE_URL": url,
-        "CAREALARM_DATA_DIR": str(workdir),
-        "CAREALARM_HTTP_PORT": str(http),
-        "CAREALARM_EMBEDDED_MQTT_PORT": str(mqtt_port),
-    }
     log = open(workdir / "run.log", "wb")  # noqa: SIM115 - closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "carealarm.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
-    )
+    proc = _start_service(url, workdir, http, mqtt_port, log)
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{http}/livez", timeout=1).close()
-                break
-            except OSError:
-                await asyncio.sleep(0.2)
+        await _wait_live(http)
         cookies = [_cookie(http, f"n{i}") for i in range(consoles)]
         seen: list[dict[str, list[float]]] = [{} for _ in range(consoles)]
         stop = asyncio.Event()
@@ -117,28 +104,8 @@ async def measure(url: str, consoles: int, rates: list[int], seconds: float, wor
             asyncio.create_task(_console(http, c, seen[i], readies[i], stop)) for i, c in enumerate(cookies)
         ]
         await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
-        cfg = MqttConfig("127.0.0.1", mqtt_port, SERVICE_USER, service_password(workdir / "broker"))
-        client, _ = make_client(cfg, f"bench-{uuid.uuid4().hex[:6]}")
-        client.max_inflight_messages_set(1000)
-        client.connect(cfg.host, cfg.port)
-        client.loop_start()
-        sent: dict[str, float] = {}
-        phases = []
-        n = 0
-        for rate in rates:
-            first = n
-            start = time.time()
-            for k in range(int(rate * seconds)):
-                target = start + k / rate
-                await asyncio.sleep(max(0.0, target - time.time()))
-                sent[f"client-{n}"] = time.time()
-                client.publish(
-                    f"carealarm/v1/devices/b{n}/alarm",
-                    json.dumps({"msg_id": f"m{n}", "ts": int(time.time() * 1000)}),
-                    qos=1,
-                )
-                n += 1
-            phases.append((rate, first, n))
+        client = _publisher(mqtt_port, workdir)
+        sent, phases = await _press_alarms(client, rates, seconds)
         await asyncio.sleep(8)
         stop.set()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -146,28 +113,94 @@ async def measure(url: str, consoles: int, rates: list[int], seconds: float, wor
         client.loop_stop()
         out = []
         for rate, first, last in phases:
-            names = [f"client-{i}" for i in range(first, last)]
-            delays = sorted((s[name][0] - sent[name]) * 1000 for s in seen for name in names if name in s)
-            delivered = sum(1 for s in seen for name in names if name in s)
-            expected = consoles * len(names)
-            q = statistics.quantiles(delays, n=100) if len(delays) >= 2 else [float("nan")] * 99
-            out.append(
-                {
-                    "alarms_per_s": rate,
-                    "consoles": consoles,
-                    "delivered": delivered,
-                    "expected": expected,
-                    "delay_ms_p50": round(q[49], 1),
-                    "delay_ms_p95": round(q[94], 1),
-                    "delay_ms_p99": round(q[98], 1),
-                }
-            )
+            out.append(_phase_result(rate, [f"client-{i}" for i in range(first, last)], seen, sent))
             print(out[-1], flush=True)
         return {"phases": out, "load": os.getloadavg()}
     finally:
         proc.terminate()
         proc.wait(20)
         log.close()
+
+
+def _start_service(
+    url: str, workdir: Path, http: int, mqtt_port: int, log: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """`carealarm run` in a child process, on the given database and ports, its output into ``log``."""
+    env = {
+        **os.environ,
+        "CAREALARM_DATABASE_URL": url,
+        "CAREALARM_DATA_DIR": str(workdir),
+        "CAREALARM_HTTP_PORT": str(http),
+        "CAREALARM_EMBEDDED_MQTT_PORT": str(mqtt_port),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "carealarm.cli", "run"], env=env, stdout=log, stderr=subprocess.STDOUT
+    )
+
+
+async def _wait_live(http: int) -> None:
+    """Wait until the service answers ``/livez`` (at most about a minute, then go on regardless)."""
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{http}/livez", timeout=1).close()
+            break
+        except OSError:
+            await asyncio.sleep(0.2)
+
+
+def _publisher(mqtt_port: int, workdir: Path) -> paho.Client:
+    """An MQTT client on the service's account, connected, its network loop running."""
+    cfg = MqttConfig("127.0.0.1", mqtt_port, SERVICE_USER, service_password(workdir / "broker"))
+    client, _ = make_client(cfg, f"bench-{uuid.uuid4().hex[:6]}")
+    client.max_inflight_messages_set(1000)
+    client.connect(cfg.host, cfg.port)
+    client.loop_start()
+    return client
+
+
+async def _press_alarms(
+    client: paho.Client, rates: list[int], seconds: float
+) -> tuple[dict[str, float], list[tuple[int, int, int]]]:
+    """Publish each rate's alarms for ``seconds``, each from its own device (b0, b1, ...).
+
+    Returns when each client's alarm was sent, and per phase (rate, first device, device after the last).
+    """
+    sent: dict[str, float] = {}
+    phases = []
+    n = 0
+    for rate in rates:
+        first = n
+        start = time.time()
+        for k in range(int(rate * seconds)):
+            target = start + k / rate
+            await asyncio.sleep(max(0.0, target - time.time()))
+            sent[f"client-{n}"] = time.time()
+            client.publish(
+                f"carealarm/v1/devices/b{n}/alarm",
+                json.dumps({"msg_id": f"m{n}", "ts": int(time.time() * 1000)}),
+                qos=1,
+            )
+            n += 1
+        phases.append((rate, first, n))
+    return sent, phases
+
+
+def _phase_result(
+    rate: int, names: list[str], seen: list[dict[str, list[float]]], sent: dict[str, float]
+) -> dict[str, Any]:
+    """How many of a phase's alerts reached the consoles, and how fast (p50/p95/p99)."""
+    delays = sorted((s[name][0] - sent[name]) * 1000 for s in seen for name in names if name in s)
+    delivered = sum(1 for s in seen for name in names if name in s)
+    q = statistics.quantiles(delays, n=100) if len(delays) >= 2 else [float("nan")] * 99
+    return {
+        "alarms_per_s": rate,
+        "consoles": len(seen),
+        "delivered": delivered,
+        "expected": len(seen) * len(names),
+        "delay_ms_p50": round(q[49], 1),
+        "delay_ms_p95": round(q[94], 1),
+        "delay_ms_p99": round(q[98], 1),
+    }
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -177,53 +178,11 @@ async def ingest(
 ) -> dict[str, Any]:
     """Devices send dose events as fast as the service acks them (each at most 4/s): stored/s, zero loss."""
     stats = FleetStats()
-    futures: dict[str, asyncio.Future[float]] = {}
-
-    def acked(msg_id: str, secs: float) -> None:
-        fut = futures.pop(msg_id, None)
-        if fut is not None and not fut.done():
-            fut.set_result(secs)
-
-    slots = asyncio.Semaphore(256)
-    devices = [
-        SimDevice(c, _device_broker(broker), on_acked=acked, stats=stats, connect_slots=slots) for c in creds
-    ]
-    for d in devices:
-        d.start()
-    deadline = time.monotonic() + 90
-    while stats.connected < len(devices) and time.monotonic() < deadline:
-        await asyncio.sleep(0.2)
-    sent = 0
-    stop = False
-    loop = asyncio.get_running_loop()
-
-    async def device_loop(d: SimDevice, n0: int) -> None:
-        nonlocal sent
-        n = 0
-        while not stop:
-            started = loop.time()
-            n += 1
-            fut: asyncio.Future[float] = loop.create_future()
-            msg_id = d.dose_event("taken", f"b{n0}-{n}")
-            futures[msg_id] = fut
-            sent += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(fut), timeout=30)
-            rest = _PER_DEVICE_INTERVAL_S - (loop.time() - started)
-            if rest > 0:
-                await asyncio.sleep(rest)
-
-    async def resend() -> None:
-        while True:
-            await asyncio.sleep(1.0)
-            now = time.monotonic()
-            for d in devices:
-                if d.pending():
-                    d.resend_due(now)
-
-    resender = asyncio.create_task(resend())
+    load = _DoseLoad()
+    devices = await _connect_devices(creds, broker, load.acked, stats)
+    resender = asyncio.create_task(_resend_due(devices))
     load_before = load_average()
-    tasks = [asyncio.create_task(device_loop(d, i)) for i, d in enumerate(devices)]
+    tasks = [asyncio.create_task(load.device_loop(d, i)) for i, d in enumerate(devices)]
     await asyncio.sleep(3.0)  # warm-up
     sampler = Sampler({**services.pids(), "device load (python)": os.getpid()})
     sampler.start()
@@ -235,7 +194,7 @@ async def ingest(
     rate = (stats.acked - a0) / (time.monotonic() - t0)
     cpu = sampler.stop()
     load_after = load_average()
-    stop = True
+    load.stop = True
     # Drain: every event sent must be acknowledged (devices resend) and stored exactly once.
     deadline = time.monotonic() + 60
     while sum(d.pending() for d in devices) and time.monotonic() < deadline:
@@ -251,17 +210,73 @@ async def ingest(
     return {
         "devices": len(devices),
         "rate": round(rate),
-        "sent": sent,
+        "sent": load.sent,
         "acked": stats.acked,
         "stored": stored,
         "unacked_after_drain": pending,
-        "lost": sent - stored,
+        "lost": load.sent - stored,
         "resent": stats.resent,
         "per_second": per_second,
         "ack_latency_ms": ack_p,
         "cpu": cpu,
         "load": f"{load_before} -> {load_after}",
     }
+
+
+class _DoseLoad:
+    """Each device's dose events, one at a time: the next once the previous is acked (or after 30 s)."""
+
+    def __init__(self) -> None:
+        self.futures: dict[str, asyncio.Future[float]] = {}
+        self.sent = 0
+        self.stop = False
+
+    def acked(self, msg_id: str, secs: float) -> None:
+        fut = self.futures.pop(msg_id, None)
+        if fut is not None and not fut.done():
+            fut.set_result(secs)
+
+    async def device_loop(self, d: SimDevice, n0: int) -> None:
+        loop = asyncio.get_running_loop()
+        n = 0
+        while not self.stop:
+            started = loop.time()
+            n += 1
+            fut: asyncio.Future[float] = loop.create_future()
+            msg_id = d.dose_event("taken", f"b{n0}-{n}")
+            self.futures[msg_id] = fut
+            self.sent += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(fut), timeout=30)
+            rest = _PER_DEVICE_INTERVAL_S - (loop.time() - started)
+            if rest > 0:
+                await asyncio.sleep(rest)
+
+
+async def _connect_devices(
+    creds: list[Credentials], broker: MqttConfig, acked: Callable[[str, float], None], stats: FleetStats
+) -> list[SimDevice]:
+    """Start a simulated device per credential; wait (at most 90 s) until they are all connected."""
+    slots = asyncio.Semaphore(256)
+    devices = [
+        SimDevice(c, _device_broker(broker), on_acked=acked, stats=stats, connect_slots=slots) for c in creds
+    ]
+    for d in devices:
+        d.start()
+    deadline = time.monotonic() + 90
+    while stats.connected < len(devices) and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    return devices
+
+
+async def _resend_due(devices: list[SimDevice]) -> None:
+    """Every second, have the devices resend the events whose ack is overdue (until cancelled)."""
+    while True:
+        await asyncio.sleep(1.0)
+        now = time.monotonic()
+        for d in devices:
+            if d.pending():
+                d.resend_due(now)
 
 
 def _count_events(db: Database, kind: str) -> int:

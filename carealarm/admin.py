@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from pathlib import Path
+from typing import TypeAlias
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -62,8 +63,17 @@ _ROLES = ("care_nurse", "district_nurse", "supervisor", "admin")
 _DURATION = re.compile(r"(\d{1,6})([mhd])")
 _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
-def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+
+def add_admin_commands(sub: _Commands) -> None:
+    """Add the administration commands (ADMIN_COMMANDS) to the ``carealarm`` command line."""
+    for add in (_add_clients, _add_devices, _add_users, _add_policy, _add_windows, _add_broker_export):
+        add(sub)
+
+
+def _add_clients(sub: _Commands) -> None:
+    """``clients add``."""
     clients = sub.add_parser(
         "clients", help="manage clients", description="Manage clients (people cared for)."
     )
@@ -73,6 +83,9 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     c_add.add_argument("--address", default="")
     c_add.add_argument("--district", default="")
 
+
+def _add_devices(sub: _Commands) -> None:
+    """``devices add``, ``rotate`` and ``remove``."""
     devices = sub.add_parser(
         "devices",
         help="provision, rotate and remove devices",
@@ -113,6 +126,9 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     d_remove.add_argument("device_id")
 
+
+def _add_users(sub: _Commands) -> None:
+    """``users add``."""
     users = sub.add_parser("users", help="manage console users", description="Manage console users.")
     u_sub = users.add_subparsers(dest="action", required=True, metavar="ACTION")
     u_add = u_sub.add_parser(
@@ -128,6 +144,9 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     u_add.add_argument("--email", default=None)
     u_add.add_argument("--password-stdin", action="store_true")
 
+
+def _add_policy(sub: _Commands) -> None:
+    """``policy show`` and ``set``."""
     policy = sub.add_parser(
         "policy",
         help="show or change escalation policies",
@@ -142,6 +161,9 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     p_set.add_argument("--client", type=int, default=None, metavar="CLIENT_ID")
     p_set.add_argument("assignments", nargs="+", metavar="NAME=VALUE")
 
+
+def _add_windows(sub: _Commands) -> None:
+    """``windows add``, ``list`` and ``end``."""
     windows = sub.add_parser(
         "windows",
         help="maintenance windows: hold back a client's or device's routine alerts for a while",
@@ -179,6 +201,9 @@ def add_admin_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     w_end.add_argument("window_id", type=int)
     w_end.add_argument("--by", metavar="USERNAME", help="the console user on whose behalf it is ended")
 
+
+def _add_broker_export(sub: _Commands) -> None:
+    """``broker-export --dir DIR``."""
     export = sub.add_parser(
         "broker-export",
         help="write the dynamic-security file for a new external Mosquitto",

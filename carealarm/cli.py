@@ -7,14 +7,24 @@ import asyncio
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeAlias
 
 from pydantic import ValidationError
+
+from messaging.mqtt import MqttConfig
 
 from .admin import ADMIN_COMMANDS, add_admin_commands, run_admin
 from .settings import Settings
 
+if TYPE_CHECKING:
+    from devices.simulator.device import Credentials
+    from devices.simulator.scenarios import Scenario
+
 __all__ = ["main"]
+
+_Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 _EPILOG = """configuration comes from the environment (see README.md):
   CAREALARM_DATABASE_URL   e.g. postgresql://carealarm@db/carealarm (default: SQLite in CAREALARM_DATA_DIR)
@@ -33,7 +43,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_service_commands(sub)
+    _add_simulate_command(sub)
+    add_admin_commands(sub)
+    _add_db_command(sub)
+    return p
 
+
+# The components that also run on their own (``carealarm gateway`` ...), each with its help line.
+_COMPONENT_COMMANDS = (
+    ("gateway", "run only the MQTT gateway (device messages in, stored, acknowledged)"),
+    ("monitor", "run only the monitor (device events become alerts)"),
+    ("central", "run only the care-station API and console"),
+)
+
+
+def _add_service_commands(sub: _Commands) -> None:
+    """``run`` (everything in one process), one command per component, and ``broker``."""
     run = sub.add_parser(
         "run",
         help="run every component in one process (embedded broker and SQLite by default)",
@@ -53,19 +79,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="mean time between simulated alarms across the fleet (default 60)",
     )
-
-    for name, text in (
-        ("gateway", "run only the MQTT gateway (device messages in, stored, acknowledged)"),
-        ("monitor", "run only the monitor (device events become alerts)"),
-        ("central", "run only the care-station API and console"),
-    ):
+    for name, text in _COMPONENT_COMMANDS:
         sub.add_parser(
             name,
             help=text,
             description=text.capitalize() + ". Joins CAREALARM_MQTT_URL, or the "
             "embedded broker of a running `carealarm run`/`carealarm broker` with the same data dir.",
         )
-
     sub.add_parser(
         "broker",
         help="run only the embedded Mosquitto broker, in the foreground",
@@ -73,6 +93,23 @@ def _parser() -> argparse.ArgumentParser:
         "(auth, ACLs, persistence), for running components one by one.",
     )
 
+
+# ``carealarm simulate``'s optional numbers: (flag, metavar, help); each defaults to None (the scenario's).
+_SIMULATE_FLOATS = (
+    ("--duration", "SECONDS", "stop after this long (default: never)"),
+    ("--alarm-every", "SECONDS", "mean time between alarms across the fleet (default: the scenario's)"),
+    ("--heartbeat", "SECONDS", "heartbeat interval of every device (default: the scenario's, 30)"),
+    (
+        "--compress",
+        "FACTOR",
+        "care-day: seconds of the simulated day per second of the run (default 240: the day "
+        "07:00-23:00 takes four minutes)",
+    ),
+)
+
+
+def _add_simulate_command(sub: _Commands) -> None:
+    """``simulate``: the simulated fleet, following a scenario."""
     sim = sub.add_parser(
         "simulate",
         help="run the simulated fleet against a running service",
@@ -89,40 +126,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     sim.add_argument("--devices", type=int, default=None, metavar="N", help="use the first N devices only")
     sim.add_argument("--seed", type=int, default=1, help="random seed, so a run is repeatable")
-    sim.add_argument(
-        "--duration",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="stop after this long (default: never)",
-    )
-    sim.add_argument(
-        "--alarm-every",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="mean time between alarms across the fleet (default: the scenario's)",
-    )
-    sim.add_argument(
-        "--heartbeat",
-        type=float,
-        default=None,
-        metavar="SECONDS",
-        help="heartbeat interval of every device (default: the scenario's, 30)",
-    )
-    sim.add_argument(
-        "--compress",
-        type=float,
-        default=None,
-        metavar="FACTOR",
-        help="care-day: seconds of the simulated day per second of the run (default 240: the day "
-        "07:00-23:00 takes four minutes)",
-    )
+    for flag, metavar, text in _SIMULATE_FLOATS:
+        sim.add_argument(flag, type=float, default=None, metavar=metavar, help=text)
     sim.add_argument("--fleet", type=Path, default=None, metavar="FILE", help="credentials file to use")
     sim.add_argument("--quiet", action="store_true", help="no progress display")
 
-    add_admin_commands(sub)
 
+def _add_db_command(sub: _Commands) -> None:
+    """``db upgrade``."""
     db = sub.add_parser("db", help="database tasks", description="Database tasks.")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="TASK")
     db_sub.add_parser(
@@ -130,7 +141,6 @@ def _parser() -> argparse.ArgumentParser:
         help="apply the Alembic migrations up to the newest schema",
         description="Apply the Alembic migrations to CAREALARM_DATABASE_URL (or the embedded SQLite).",
     )
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -229,8 +239,7 @@ def _broker(settings: Settings) -> int:
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
-    from devices.simulator.fleet import format_progress, load_fleet, plan_actions, resolve_scenario, run_fleet
-    from messaging.mqtt import MqttConfig
+    from devices.simulator.fleet import resolve_scenario
 
     fleet_file = args.fleet or settings.data_dir / "fleet.json"
     if not fleet_file.exists():
@@ -249,6 +258,19 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
     except (KeyError, ValueError) as exc:
         print(f"carealarm: {exc.args[0]}", file=sys.stderr)
         return 2
+    creds = _simulated_devices(fleet_file, scenario, args)
+    if creds is None:
+        return 2
+    asyncio.run(_run_simulation(creds, _device_broker(settings), scenario, args))
+    return 0
+
+
+def _simulated_devices(
+    fleet_file: Path, scenario: Scenario, args: argparse.Namespace
+) -> list[Credentials] | None:
+    """The fleet's devices the run uses (``--devices``), or None (said why) when the file cannot serve."""
+    from devices.simulator.fleet import load_fleet, plan_actions
+
     creds = load_fleet(fleet_file)
     if args.devices is not None:
         if args.devices > len(creds):
@@ -256,58 +278,73 @@ def _simulate(settings: Settings, args: argparse.Namespace) -> int:
                 f"carealarm: {fleet_file} holds {len(creds)} devices, fewer than --devices {args.devices}",
                 file=sys.stderr,
             )
-            return 2
+            return None
         creds = creds[: args.devices]
     if scenario.script is not None:
         try:  # a scripted scenario needs certain devices (care-day: e.g. a client with a button and a tablet)
             plan_actions(scenario, creds, args.seed)
         except ValueError as exc:
             print(f"carealarm: {fleet_file}: {exc}", file=sys.stderr)
-            return 2
+            return None
+    return creds
+
+
+def _device_broker(settings: Settings) -> MqttConfig:
+    """Where the simulated devices connect: the service's broker, without the service's account."""
     if settings.mqtt_url:
         cfg = MqttConfig.from_url(settings.mqtt_url)
-        broker = MqttConfig(cfg.host, cfg.port, tls=cfg.tls)
-    else:
-        broker = MqttConfig("127.0.0.1", settings.embedded_mqtt_port)
-    # A scripted scenario logs a line per case: a redrawn progress line would run into them.
-    tty = sys.stderr.isatty() and scenario.script is None
+        return MqttConfig(cfg.host, cfg.port, tls=cfg.tls)
+    return MqttConfig("127.0.0.1", settings.embedded_mqtt_port)
+
+
+def _progress_printer(quiet: bool, tty: bool) -> Callable[[object, float], None]:
+    """Show the fleet's progress on standard error (nothing with ``quiet``)."""
+    from devices.simulator.fleet import format_progress
+
     shown = [0.0]
 
     def progress(stats: object, elapsed_s: float) -> None:
         # On a terminal one line is redrawn every second; in a log, one line every ten seconds.
-        if args.quiet or (not tty and elapsed_s - shown[0] < 10):
+        if quiet or (not tty and elapsed_s - shown[0] < 10):
             return
         shown[0] = elapsed_s
         line = format_progress(stats, elapsed_s)  # type: ignore[arg-type]
         print(("\r" + line + "\x1b[K") if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
 
-    async def go() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        import signal
+    return progress
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        stats = await run_fleet(
-            creds,
-            broker,
-            stop,
-            seed=args.seed,
-            scenario=scenario,
-            duration_s=args.duration,
-            progress=progress,
-        )
-        if tty and not args.quiet:
-            print(file=sys.stderr)
-        print(
-            f"carealarm: scenario {scenario.name} (seed {args.seed}): {stats.alarms} alarms "
-            f"({stats.cancels} cancelled), {stats.doses} doses, {stats.faults} faults, "
-            f"{stats.commands} commands answered, {stats.heartbeats} heartbeats, "
-            f"{stats.acked} events acknowledged, {stats.resent} resent"
-        )
 
-    asyncio.run(go())
-    return 0
+async def _run_simulation(
+    creds: list[Credentials], broker: MqttConfig, scenario: Scenario, args: argparse.Namespace
+) -> None:
+    """Run the fleet until ``--duration`` ends or a signal comes, then print what it did."""
+    import signal
+
+    from devices.simulator.fleet import run_fleet
+
+    # A scripted scenario logs a line per case: a redrawn progress line would run into them.
+    tty = sys.stderr.isatty() and scenario.script is None
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    stats = await run_fleet(
+        creds,
+        broker,
+        stop,
+        seed=args.seed,
+        scenario=scenario,
+        duration_s=args.duration,
+        progress=_progress_printer(args.quiet, tty),
+    )
+    if tty and not args.quiet:
+        print(file=sys.stderr)
+    print(
+        f"carealarm: scenario {scenario.name} (seed {args.seed}): {stats.alarms} alarms "
+        f"({stats.cancels} cancelled), {stats.doses} doses, {stats.faults} faults, "
+        f"{stats.commands} commands answered, {stats.heartbeats} heartbeats, "
+        f"{stats.acked} events acknowledged, {stats.resent} resent"
+    )
 
 
 if __name__ == "__main__":

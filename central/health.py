@@ -117,17 +117,31 @@ def judge(
     ``whole_chain`` False judges only that the expected components beat (the monitor's process watching
     central): the rest is central's to judge, and one problem must page once, from one place.
     """
-    problems: list[Problem] = []
     live: dict[str, list[RunSeen]] = {}
     for run in runs:
         if now_ms - run.last_beat_ms <= STALE_MS:
             live.setdefault(run.component, []).append(run)
     starting = now_ms - started_ms < STARTUP_GRACE_MS
-    for component in expect:
-        if component not in live and not starting:
-            problems.append(Problem(f"{component}_down", _WHAT.get(component, f"{component} is not running")))
-    if not whole_chain:
-        return ChainHealth(ok=not problems, problems=tuple(problems), checked_ms=now_ms)
+    problems = [] if starting else _missing(expect, live)
+    if whole_chain:
+        problems += _stuck_or_cut_off(live, now_ms)
+        problems += _work_waiting(backlog, now_ms)
+        problems += _probe_problems(probe, now_ms)
+    return ChainHealth(ok=not problems, problems=tuple(problems), checked_ms=now_ms)
+
+
+def _missing(expect: tuple[str, ...], live: dict[str, list[RunSeen]]) -> list[Problem]:
+    """The expected components that do not beat."""
+    return [
+        Problem(f"{component}_down", _WHAT.get(component, f"{component} is not running"))
+        for component in expect
+        if component not in live
+    ]
+
+
+def _stuck_or_cut_off(live: dict[str, list[RunSeen]], now_ms: int) -> list[Problem]:
+    """A monitor that beats but handles nothing; a gateway that cannot reach or listen to the broker."""
+    problems: list[Problem] = []
     monitors = live.get("monitor", [])
     if monitors and all(_loop_stale(m, "event handling", now_ms) for m in monitors):
         problems.append(
@@ -151,6 +165,12 @@ def judge(
                 + ": alarms are not taken in",
             )
         )
+    return problems
+
+
+def _work_waiting(backlog: Backlog, now_ms: int) -> list[Problem]:
+    """Device events left unhandled and escalation steps left unrun for too long."""
+    problems: list[Problem] = []
     if backlog.oldest_unhandled_ms is not None and now_ms - backlog.oldest_unhandled_ms > BACKLOG_MS:
         waited = (now_ms - backlog.oldest_unhandled_ms) // 1000
         problems.append(
@@ -167,22 +187,26 @@ def judge(
                 "steps_overdue", f"escalations are {late} s overdue: nobody is paged for unanswered alarms"
             )
         )
-    if probe.interval_ms > 0:
-        if probe.send_error:
-            problems.append(Problem("probe_not_sent", f"the test alarm cannot be sent ({probe.send_error})"))
-        elif (
-            probe.oldest_pending_sent_ms is not None
-            and now_ms - probe.oldest_pending_sent_ms > probe.late_after_ms
-        ):
-            at = dt.datetime.fromtimestamp(probe.oldest_pending_sent_ms / 1000, dt.UTC).strftime("%H:%M:%S")
-            problems.append(
-                Problem(
-                    "probe_late",
-                    f"the test alarm sent at {at} UTC has not reached the console "
-                    f"after {(now_ms - probe.oldest_pending_sent_ms) // 1000} s: the alarm chain is broken",
-                )
-            )
-    return ChainHealth(ok=not problems, problems=tuple(problems), checked_ms=now_ms)
+    return problems
+
+
+def _probe_problems(probe: ProbeView, now_ms: int) -> list[Problem]:
+    """The end-to-end probe alarm could not be sent, or has not reached the console in time."""
+    if probe.interval_ms <= 0:
+        return []
+    if probe.send_error:
+        return [Problem("probe_not_sent", f"the test alarm cannot be sent ({probe.send_error})")]
+    sent = probe.oldest_pending_sent_ms
+    if sent is None or now_ms - sent <= probe.late_after_ms:
+        return []
+    at = dt.datetime.fromtimestamp(sent / 1000, dt.UTC).strftime("%H:%M:%S")
+    return [
+        Problem(
+            "probe_late",
+            f"the test alarm sent at {at} UTC has not reached the console "
+            f"after {(now_ms - sent) // 1000} s: the alarm chain is broken",
+        )
+    ]
 
 
 def _loop_stale(run: RunSeen, loop: str, now_ms: int) -> bool:
