@@ -1,8 +1,8 @@
-"""Who may do what: one pure table (role x action -> allowed), the district rule, and their FastAPI guard.
+"""Who may do what: one pure table (role x action -> allowed) and the district rule.
 
 The table is the single place to read the permissions from; ``may`` and ``in_scope`` take plain data and
-do no I/O, so the tests can walk every cell. ``require(action)`` gives the dependency every client-record
-endpoint uses (``Annotated[SignedInUser, Depends(require("client.read"))]``): it signs the user in (401)
+do no I/O, so the tests can walk every cell. Every route's role check is :func:`central.deps.require` fed
+by this table (``Annotated[SignedInUser, Depends(require("client.read"))]``): it signs the user in (401)
 and refuses a role the table does not allow (403, with a body that names the role and the action).
 
 Roles (``central.auth.ROLES``):
@@ -15,12 +15,7 @@ Roles (``central.auth.ROLES``):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Final
-
-from fastapi import Depends, HTTPException
-
-from .auth import SignedInUser
 
 __all__ = [
     "ACTIONS",
@@ -30,7 +25,6 @@ __all__ = [
     "in_scope",
     "may",
     "refusal",
-    "require",
 ]
 
 CARE_NURSE, DISTRICT_NURSE, SUPERVISOR, ADMIN = "care_nurse", "district_nurse", "supervisor", "admin"
@@ -39,6 +33,7 @@ CARE_STATION_ROLES: Final = frozenset({CARE_NURSE, SUPERVISOR, ADMIN})
 _EVERYONE: Final = frozenset({CARE_NURSE, DISTRICT_NURSE, SUPERVISOR, ADMIN})
 _CARE_STAFF: Final = frozenset({CARE_NURSE, DISTRICT_NURSE, SUPERVISOR})
 _OVERSIGHT: Final = frozenset({SUPERVISOR, ADMIN})
+_ADMINS: Final = frozenset({ADMIN})
 
 # action -> (roles allowed, what the action is, for the 403 body "the role X may not <what>").
 ACTIONS: Final[dict[str, tuple[frozenset[str], str]]] = {
@@ -48,17 +43,24 @@ ACTIONS: Final[dict[str, tuple[frozenset[str], str]]] = {
     # A care note is a clinical entry: written by care staff, not by the service's administrators.
     "client.note": (_CARE_STAFF, "add a care note"),
     "audit.read": (_OVERSIGHT, "read the audit log"),
-    # The existing care-station actions (central.routes, central.calls), so the table is complete.
+    # The care station's console (central.routes, central.calls): the queue and the live feed, taking,
+    # resolving, assigning and noting alerts, sending visits, calling clients and taking their calls.
+    "alert.answer": (CARE_STATION_ROLES, "answer alerts"),
+    # Maintenance windows (central.windows_api): seeing them goes with seeing the queue, creating and ending
+    # one (keeping alerts off the queue) with taking alerts off it.
     "alert.list": (CARE_STATION_ROLES, "see the alert queue"),
     "alert.acknowledge": (CARE_STATION_ROLES, "acknowledge alerts"),
-    "alert.resolve": (CARE_STATION_ROLES, "resolve alerts"),
-    "alert.assign": (CARE_STATION_ROLES, "assign alerts"),
-    "alert.note": (CARE_STATION_ROLES, "add notes to alerts"),
-    "visit.send": (CARE_STATION_ROLES, "send a visit"),
     "visit.arrived": (_EVERYONE, "confirm a visit's arrival"),
-    "call.start": (CARE_STATION_ROLES, "call a client"),
-    "consent.record": (frozenset({DISTRICT_NURSE, SUPERVISOR, ADMIN}), "record video consent"),
-    "user.manage": (frozenset({ADMIN}), "manage users"),
+    # Recording what a client agreed to is done by the staff who discuss it with them.
+    "consent.record": (frozenset({DISTRICT_NURSE, SUPERVISOR, ADMIN}), "record consent"),
+    # The daily running of the care station (central.manage_api, central.rejections_api): clients, devices,
+    # schedules, the roster, users and what devices sent that was refused.
+    "station.manage": (_OVERSIGHT, "manage the care station (supervisors and admins only)"),
+    # What creates broker credentials or people: a supervisor who could add users could make herself admin.
+    "device.provision": (_ADMINS, "do this (admins only)"),
+    "user.manage": (_ADMINS, "do this (admins only)"),
+    # Every nurse's answer times and every client's medication: supervision, not the console.
+    "report.read": (_OVERSIGHT, "see reports (supervisors and admins only)"),
 }
 
 # The role × action table itself, derived once: POLICY[(role, action)] is True when allowed.
@@ -92,21 +94,3 @@ def in_scope(role: str, user_district: str, client_district: str) -> bool:
 def confined_to(role: str, user_district: str) -> str | None:
     """The one district a user's view is confined to ("" for none at all), or None for every district."""
     return user_district if role == DISTRICT_NURSE else None
-
-
-def require(action: str) -> Callable[[SignedInUser], SignedInUser]:
-    """A dependency: the signed-in user, when the table lets their role do ``action``; else 403."""
-    if action not in ACTIONS:
-        raise ValueError(f"unknown action {action}")
-    # Imported here, not at the top: central.routes may use require() itself, once current_user is defined.
-    from .routes import current_user
-
-    # A default, not Annotated: the annotation is a string resolved in this module, where current_user is
-    # not a global (see the import above).
-    def guard(user: SignedInUser = Depends(current_user)) -> SignedInUser:  # noqa: B008
-        if not may(user.role, action):
-            raise HTTPException(status_code=403, detail=refusal(user.role, action))
-        return user
-
-    guard.__name__ = f"require_{action.replace('.', '_')}"
-    return guard

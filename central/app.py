@@ -1,50 +1,71 @@
-"""The care-station web application: built by :func:`create_app`, nothing at import time."""
+"""The care-station web application: built by :func:`create_app` from one :class:`CentralContext`.
+
+Nothing is built at import time. The app keeps the context as ``app.state.ctx`` (routes read it through
+``central.deps.Ctx``), runs the live feed, the watchdog and the calls hub while it serves, and turns every
+domain error into its HTTP answer in one place (:mod:`central.errors`).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+import dataclasses
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-from fastapi import FastAPI
-from fastapi.responses import FileResponse
+from fastapi import FastAPI, Request
+from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 
-from storage.db import SessionFactory
-
-from . import clients_api, manage_api, rejections_api, reports, windows_api
-from .auth import FailureLimiter
-from .calls.routes import router as calls_router
-from .feed import Broadcaster
-from .routes import router
-from .watchdog import Watchdog
+from . import clients_api, devices_api, manage_api, rejections_api, reports, routes, windows_api
+from .calls import routes as calls_routes
+from .calls.ring import RingPublisher
+from .calls.signalling import CallHub, CallRefused
+from .context import CentralContext
+from .errors import DOMAIN_STATUS, CentralError, detail_of, status_of
 
 __all__ = ["CentralContext", "create_app"]
 
 _STATIC = Path(__file__).parent / "static"
 
 
-@dataclass
-class CentralContext:
-    """What the routes need, handed down through ``app.state.ctx``."""
-
-    sessions: SessionFactory
-    broadcaster: Broadcaster
-    notify_alerts: Callable[[], None]
-    session_hours: float = 14.0
-    secure_cookies: bool = False
-    limiter: FailureLimiter = field(default_factory=FailureLimiter)
-    metrics_sources: list[Callable[[], str]] = field(default_factory=list)
-    clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
-    timezone: str = "Europe/Amsterdam"  # the clients' local time (CAREALARM_TIMEZONE): medication times
-    watchdog: Watchdog | None = None  # the chain's health and the probe; None: only this process is judged
+@contextlib.asynccontextmanager
+async def _calls(ctx: CentralContext) -> AsyncIterator[None]:
+    """The calls hub, and the one broker connection rings and device commands go out on (when needed)."""
+    config = ctx.calls
+    if config.clock_ms is None:
+        config = dataclasses.replace(config, clock_ms=ctx.clock_ms)
+    publisher = None
+    if config.mqtt is not None and (config.ring is None or ctx.command_sender is None):
+        publisher = RingPublisher(config.mqtt)
+        publisher.start()
+    own_sender = publisher is not None and ctx.command_sender is None
+    if publisher is not None:
+        if config.ring is None:
+            config = dataclasses.replace(config, ring=publisher.send)
+        if own_sender:
+            ctx.command_sender = publisher.send
+    hub = CallHub(ctx.sessions, config)
+    ctx.calls_hub = hub
+    stop = asyncio.Event()
+    task = asyncio.create_task(hub.run(stop), name="calls-ticker")
+    try:
+        yield
+    finally:
+        stop.set()
+        await hub.shutdown()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        ctx.calls_hub = None
+        if own_sender:
+            ctx.command_sender = None
+        if publisher is not None:
+            publisher.stop()
 
 
 def create_app(ctx: CentralContext) -> FastAPI:
-    """Build the FastAPI app; its lifespan runs the live feed."""
+    """Build the FastAPI app; its lifespan runs the live feed, the watchdog and the calls."""
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -53,7 +74,8 @@ def create_app(ctx: CentralContext) -> FastAPI:
         if ctx.watchdog is not None:
             tasks.append(asyncio.create_task(ctx.watchdog.run(stop), name="central-watchdog"))
         try:
-            yield
+            async with _calls(ctx):
+                yield
         finally:
             stop.set()
             for task in tasks:
@@ -68,13 +90,19 @@ def create_app(ctx: CentralContext) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
-    app.include_router(router)
-    app.include_router(calls_router)
-    app.include_router(clients_api.router)
-    app.include_router(reports.router)
-    app.include_router(manage_api.router)
-    app.include_router(rejections_api.router)
-    app.include_router(windows_api.router)
+    for errors in (CentralError, CallRefused, *DOMAIN_STATUS):
+        app.add_exception_handler(errors, _answer)
+    for module in (
+        routes,
+        calls_routes,
+        clients_api,
+        reports,
+        manage_api,
+        devices_api,
+        rejections_api,
+        windows_api,
+    ):
+        app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=_STATIC), name="static")
 
     @app.get("/", include_in_schema=False)
@@ -82,3 +110,8 @@ def create_app(ctx: CentralContext) -> FastAPI:
         return FileResponse(_STATIC / "index.html", headers={"Cache-Control": "no-store"})
 
     return app
+
+
+async def _answer(_request: Request, exc: Exception) -> JSONResponse:
+    """A central or domain error as HTTP: its status from the one table, its message as the detail."""
+    return JSONResponse({"detail": detail_of(exc)}, status_code=status_of(exc))

@@ -16,7 +16,7 @@ import re
 import urllib.parse
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, exists, false, or_, select
 from sqlalchemy.orm import Session
@@ -25,18 +25,20 @@ from storage.models import Alert, Client, Contact, Device, MedicationDose
 from storage.records_models import ClientNote
 
 from . import audit
-from .access import CARE_STATION_ROLES, confined_to, in_scope, require
+from .access import CARE_STATION_ROLES, confined_to, in_scope
 from .auth import SignedInUser
-from .timeline import BadCursor, Cursor, client_timeline
+from .context import CentralContext
+from .deps import Ctx, require
+from .errors import NotFound, Unprocessable
+from .ids import MAX_ID
+from .schemas import AuditPage, ClientNoteView, ClientPage, ClientRecord, ClientSearch, TimelinePage
+from .timeline import Cursor, client_timeline
 from .views import alert_views
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["clients"])
 
-# Ids and times are kept to what JavaScript's numbers hold exactly (and far inside BIGINT), so a huge id
-# is a 422 rather than an overflow in the database driver.
-MAX_ID: Final = 2**53 - 1
 REASON_MIN: Final = 5
 REASON_MAX: Final = 500
 
@@ -73,10 +75,6 @@ class NoteRequest(BaseModel):
     text: str = Field(min_length=1, max_length=2000)
 
 
-def _ctx(request: Request) -> Any:
-    return request.app.state.ctx
-
-
 def _summary(client: Client) -> dict[str, Any]:
     return {"id": client.id, "name": client.name, "address": client.address, "district": client.district}
 
@@ -90,15 +88,14 @@ def _scoped(user: SignedInUser) -> Any:
     return and_(people, Client.district == district) if district else false()
 
 
-@router.get("/api/clients")
+@router.get("/api/clients", response_model=ClientPage)
 def list_clients(
-    request: Request,
+    ctx: Ctx,
     user: ListUser,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> dict[str, Any]:
     """The clients you may see (a district nurse: her district's), by name; ``next_offset`` pages on."""
-    ctx = _ctx(request)
     with ctx.sessions.begin() as session:
         rows = session.scalars(
             select(Client)
@@ -112,10 +109,9 @@ def list_clients(
     return {"items": items, "next_offset": offset + limit if len(rows) > limit else None}
 
 
-@router.post("/api/clients/search")
-def search_clients(body: SearchRequest, request: Request, user: ListUser) -> dict[str, Any]:
+@router.post("/api/clients/search", response_model=ClientSearch)
+def search_clients(body: SearchRequest, ctx: Ctx, user: ListUser) -> dict[str, Any]:
     """Find clients you may see by part of their name (a POST, so no name ends up in a URL)."""
-    ctx = _ctx(request)
     with ctx.sessions.begin() as session:
         rows = session.scalars(
             select(Client)
@@ -136,7 +132,7 @@ def _reason(query: str | None, header: str | None) -> str | None:
         return None
     text = text.strip()
     if not REASON_MIN <= len(text) <= REASON_MAX:
-        raise HTTPException(status_code=422, detail=f"a reason is {REASON_MIN} to {REASON_MAX} characters")
+        raise Unprocessable(f"a reason is {REASON_MIN} to {REASON_MAX} characters")
     return text
 
 
@@ -163,7 +159,7 @@ def _gate(
     """The client (404 if none) and, when access is refused, the (status, detail) to answer with."""
     client = session.get(Client, client_id)
     if client is None:
-        raise HTTPException(status_code=404, detail=f"no client {client_id}")
+        raise NotFound(f"no client {client_id}")
     if not in_scope(user.role, user.district, client.district):
         return client, (403, f"client {client_id} is outside your district")
     if reason is None and not concerns_user(session, user, client_id):
@@ -176,7 +172,7 @@ def _gate(
 
 
 def _open(
-    request: Request,
+    ctx: CentralContext,
     user: SignedInUser,
     client_id: int,
     reason: str | None,
@@ -185,7 +181,6 @@ def _open(
     detail: str = "",
 ) -> Any:
     """Gate, do ``work(session, client)`` and audit it, in one transaction; audit a refusal, then raise."""
-    ctx = _ctx(request)
     with ctx.sessions.begin() as session:
         client, refused = _gate(session, user, client_id, reason)
         now = ctx.clock_ms()
@@ -261,24 +256,24 @@ def _record(session: Session, client: Client) -> dict[str, Any]:
     }
 
 
-@router.get("/api/clients/{client_id}")
+@router.get("/api/clients/{client_id}", response_model=ClientRecord)
 def read_client(
     client_id: ClientId,
-    request: Request,
+    ctx: Ctx,
     user: ReadUser,
     reason: ReasonQuery = None,
     x_access_reason: ReasonHeader = None,
 ) -> dict[str, Any]:
     """Who and where (with access instructions), devices, medication schedule, contacts, open alerts."""
     given = _reason(reason, x_access_reason)
-    result: dict[str, Any] = _open(request, user, client_id, given, "client.read", _record)
+    result: dict[str, Any] = _open(ctx, user, client_id, given, "client.read", _record)
     return result
 
 
-@router.get("/api/clients/{client_id}/timeline")
+@router.get("/api/clients/{client_id}/timeline", response_model=TimelinePage)
 def read_timeline(
     client_id: ClientId,
-    request: Request,
+    ctx: Ctx,
     user: TimelineUser,
     before: Annotated[str | None, Query(max_length=60, description="next_before of the page before")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -288,28 +283,24 @@ def read_timeline(
     """Alarms and alerts, doses, calls, notes, visits, maintenance windows and what they held back, in one
     list, newest first; pages by ``before``."""
     given = _reason(reason, x_access_reason)
-    try:
-        cursor = Cursor.parse(before) if before is not None else None
-    except BadCursor as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from None
-
-    now = _ctx(request).clock_ms()
+    cursor = Cursor.parse(before) if before is not None else None  # a bad one: BadCursor, 422
+    now = ctx.clock_ms()
 
     def work(session: Session, client: Client) -> dict[str, Any]:
         items, next_before = client_timeline(session, client.id, before=cursor, limit=limit, now_ms=now)
         return {"items": items, "next_before": next_before}
 
     result: dict[str, Any] = _open(
-        request, user, client_id, given, "client.timeline", work, detail=f"before={before or ''}"
+        ctx, user, client_id, given, "client.timeline", work, detail=f"before={before or ''}"
     )
     return result
 
 
-@router.post("/api/clients/{client_id}/notes", status_code=201)
+@router.post("/api/clients/{client_id}/notes", status_code=201, response_model=ClientNoteView)
 def add_client_note(
     client_id: ClientId,
     body: NoteRequest,
-    request: Request,
+    ctx: Ctx,
     user: NoteUser,
     reason: ReasonQuery = None,
     x_access_reason: ReasonHeader = None,
@@ -318,8 +309,8 @@ def add_client_note(
     given = _reason(reason, x_access_reason)
     text = body.text.strip()
     if not text:
-        raise HTTPException(status_code=422, detail="a note needs some text")
-    now = _ctx(request).clock_ms()
+        raise Unprocessable("a note needs some text")
+    now = ctx.clock_ms()
 
     def work(session: Session, client: Client) -> dict[str, Any]:
         note = ClientNote(client_id=client.id, user_id=user.id, at_ms=now, text=text)
@@ -333,13 +324,13 @@ def add_client_note(
             "by": user.display_name,
         }
 
-    result: dict[str, Any] = _open(request, user, client_id, given, "client.note", work)
+    result: dict[str, Any] = _open(ctx, user, client_id, given, "client.note", work)
     return result
 
 
-@router.get("/api/audit", tags=["audit"])
+@router.get("/api/audit", tags=["audit"], response_model=AuditPage)
 def read_audit(
-    request: Request,
+    ctx: Ctx,
     user: AuditUser,
     user_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
     client_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
@@ -352,7 +343,6 @@ def read_audit(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """The audit log, newest first, filtered; supervisors and admins only. Reading it is audited too."""
-    ctx = _ctx(request)
     filters = audit.AuditQuery(user_id, client_id, action or None, since, until, before_id, limit)
     with ctx.sessions.begin() as session:
         items, next_before_id = audit.query(session, filters)

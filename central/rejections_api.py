@@ -1,9 +1,9 @@
 """Recent rejections over HTTP: what the gateway refused from each device, for the management page.
 
 Who may (the choice, and why): supervisors and admins, the roles of every other management route
-(``central.manage_api.Manager``). A refused message says a device is broken, misconfigured or hostile:
-fixing that is the running of the service, not the answering of alarms, and a dead letter's first bytes
-are whatever the device sent. Care and district nurses are refused (403).
+(``station.manage`` in :mod:`central.access`). A refused message says a device is broken, misconfigured
+or hostile: fixing that is the running of the service, not the answering of alarms, and a dead letter's
+first bytes are whatever the device sent. Care and district nurses are refused (403).
 
 What is shown is bounded: a window of at most 30 days (default the last 24 hours; an earlier ``since`` is
 cut to 30 days), at most ``MAX_DEVICES`` devices (those refused most recently first), at most
@@ -17,20 +17,21 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
 from sqlalchemy import LargeBinary, func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.models import DeadLetter
 
-from .ids import MAX_ID
+from .deps import Ctx, ReadSession
+from .ids import DEVICE_ID_PATTERN, MAX_ID
 from .manage_api import Manager
 
 __all__ = ["MAX_DEVICES", "MAX_LATEST", "PREVIEW_BYTES", "preview", "recent_rejections", "router"]
 
 router = APIRouter(tags=["management"])
 
-_DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 _DAY_MS: Final = 24 * 3_600_000
 # A month covers "since the last firmware update"; further back the rows are history, not a fault to fix.
 MAX_WINDOW_MS: Final = 30 * _DAY_MS
@@ -136,11 +137,40 @@ def recent_rejections(
     return shown, len(devices)
 
 
-@router.get("/api/rejections")
+class Rejection(BaseModel):
+    received_ms: int
+    topic: str
+    reason: str
+    detail: str
+    size: int | None
+    sha256: str | None
+    refusals: int
+    preview: str | None  # None: a summary row (refusals only counted) keeps no payload
+
+
+class DeviceRejectionsView(BaseModel):
+    device_id: str | None  # None: refusals on a topic without a valid device id
+    total: int
+    by_reason: dict[str, int]
+    latest_ms: int
+    latest: list[Rejection]
+
+
+class RejectionsView(BaseModel):
+    now_ms: int
+    since_ms: int
+    devices_refused: int
+    devices: list[DeviceRejectionsView]
+
+
+@router.get("/api/rejections", response_model=RejectionsView)
 def get_rejections(
-    request: Request,
+    ctx: Ctx,
+    session: ReadSession,
     _user: Manager,
-    device_id: Annotated[str | None, Query(pattern=_DEVICE_ID, description="one device's rejections")] = None,
+    device_id: Annotated[
+        str | None, Query(pattern=DEVICE_ID_PATTERN, description="one device's rejections")
+    ] = None,
     since: Annotated[
         int | None,
         Query(
@@ -152,15 +182,11 @@ def get_rejections(
     limit: Annotated[int, Query(ge=1, le=MAX_LATEST, description="newest rows per device")] = 5,
 ) -> dict[str, Any]:
     """Per device refused in the window, most recent first: counts by reason and the newest rows."""
-    ctx = request.app.state.ctx
     now = ctx.clock_ms()
     # Further back than the window is cut to it (the answer says which ``since_ms`` was used): a browser
     # whose clock runs a little behind must still get "the last 30 days".
     since_ms = max(now - _DAY_MS if since is None else since, now - MAX_WINDOW_MS)
-    with ctx.sessions() as session:
-        shown, refused_devices = recent_rejections(
-            session, since_ms=since_ms, device_id=device_id, limit=limit
-        )
+    shown, refused_devices = recent_rejections(session, since_ms=since_ms, device_id=device_id, limit=limit)
     return {
         "now_ms": now,
         "since_ms": since_ms,

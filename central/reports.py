@@ -16,7 +16,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Response
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
@@ -24,15 +24,14 @@ from storage.models import Alert, Client, Device, DeviceEvent, DoseInstance, Ser
 
 from . import report_calc as calc
 from .auth import SignedInUser
+from .deps import Ctx, ReadSession, require
+from .errors import NotFound, Unprocessable
 from .ids import MAX_ID
-from .routes import current_user
+from .report_schemas import CSV, AdherenceReport, AnswerTimesReport, UptimeReport
 
-__all__ = ["REPORT_ROLES", "router"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["reports"])
-
-# Reports show every nurse's answer times and every client's medication: supervision, not the console.
-REPORT_ROLES = frozenset({"supervisor", "admin"})
 # A year of alarms is still a quick query; longer windows are an export job, not a page.
 _MAX_WINDOW_MS = 366 * 86_400_000
 _DEFAULT_WINDOW_MS = 7 * 86_400_000
@@ -45,15 +44,8 @@ _DEVICE_DOSE = "device-dose:"
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def report_user(user: Annotated[SignedInUser, Depends(current_user)]) -> SignedInUser:
-    if user.role not in REPORT_ROLES:
-        raise HTTPException(
-            status_code=403, detail=f"the role {user.role} may not see reports (supervisors and admins only)"
-        )
-    return user
-
-
-ReportUser = Annotated[SignedInUser, Depends(report_user)]
+# Reports show every nurse's answer times and every client's medication: supervision, not the console.
+ReportUser = Annotated[SignedInUser, Depends(require("report.read"))]
 Format = Annotated[Literal["json", "csv"], Query(description="json (default) or csv (a download)")]
 Since = Annotated[str | None, Query(description="start: YYYY-MM-DD, ISO date-time or epoch ms")]
 Until = Annotated[str | None, Query(description="end: YYYY-MM-DD (that whole day), ISO date-time or ms")]
@@ -64,7 +56,7 @@ def _zone(name: str) -> tzinfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError):
-        raise HTTPException(status_code=422, detail=f"unknown time zone {name[:60]!r}") from None
+        raise Unprocessable(f"unknown time zone {name[:60]!r}") from None
 
 
 def _instant(value: str, tz: tzinfo, end: bool, name: str) -> int:
@@ -78,60 +70,53 @@ def _instant(value: str, tz: tzinfo, end: bool, name: str) -> int:
             return int(datetime.combine(day, time(), tz).timestamp() * 1000)
         moment = datetime.fromisoformat(text)
     except ValueError:
-        raise HTTPException(
-            status_code=422, detail=f"{name} must be YYYY-MM-DD, an ISO date-time or epoch milliseconds"
-        ) from None
+        raise Unprocessable(f"{name} must be YYYY-MM-DD, an ISO date-time or epoch milliseconds") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=tz)
     return int(moment.timestamp() * 1000)
 
 
-def window(
-    request: Request, since: Since = None, until: Until = None, tz: Tz = "UTC"
-) -> tuple[int, int, tzinfo]:
+def window(ctx: Ctx, since: Since = None, until: Until = None, tz: Tz = "UTC") -> tuple[int, int, tzinfo]:
     """The report's ``[since_ms, until_ms)`` and time zone; default the last seven days."""
     zone = _zone(tz)
-    until_ms = _instant(until, zone, True, "until") if until else request.app.state.ctx.clock_ms()
+    until_ms = _instant(until, zone, True, "until") if until else ctx.clock_ms()
     since_ms = _instant(since, zone, False, "since") if since else until_ms - _DEFAULT_WINDOW_MS
     if since_ms >= until_ms:
-        raise HTTPException(status_code=422, detail="since must be before until")
+        raise Unprocessable("since must be before until")
     if until_ms - since_ms > _MAX_WINDOW_MS:
-        raise HTTPException(status_code=422, detail="a report covers at most 366 days")
+        raise Unprocessable("a report covers at most 366 days")
     return since_ms, until_ms, zone
 
 
 Window = Annotated[tuple[int, int, tzinfo], Depends(window)]
 
 
-def _sessions(request: Request) -> Any:
-    return request.app.state.ctx.sessions
-
-
 # -- answer times -------------------------------------------------------------------------------------
 
 
-@router.get("/api/reports/answer-times")
-def answer_times(request: Request, user: ReportUser, span: Window, format: Format = "json") -> Any:
+@router.get("/api/reports/answer-times", response_model=AnswerTimesReport, responses=CSV)
+def answer_times(
+    ctx: Ctx, session: ReadSession, user: ReportUser, span: Window, format: Format = "json"
+) -> Any:
     """Alarms per day and per nurse: answered, unanswered, cancelled by the client, shares within 60 s and
     180 s of all alarms to answer, median and p90 (seconds) of the answered ones."""
     since_ms, until_ms, zone = span
-    with _sessions(request)() as session:
-        timings = [
-            calc.AlertTiming(opened, acked, nurse, resolved, outcome, resolved_by is not None)
-            for opened, acked, nurse, resolved, outcome, resolved_by in session.execute(
-                select(
-                    Alert.opened_ms,
-                    Alert.acknowledged_ms,
-                    User.display_name,
-                    Alert.resolved_ms,
-                    Alert.outcome,
-                    Alert.resolved_by,
-                )
-                .outerjoin(User, User.id == Alert.acknowledged_by)
-                .where(Alert.kind == "alarm", Alert.opened_ms >= since_ms, Alert.opened_ms < until_ms)
+    timings = [
+        calc.AlertTiming(opened, acked, nurse, resolved, outcome, resolved_by is not None)
+        for opened, acked, nurse, resolved, outcome, resolved_by in session.execute(
+            select(
+                Alert.opened_ms,
+                Alert.acknowledged_ms,
+                User.display_name,
+                Alert.resolved_ms,
+                Alert.outcome,
+                Alert.resolved_by,
             )
-        ]
-    now_ms = request.app.state.ctx.clock_ms()
+            .outerjoin(User, User.id == Alert.acknowledged_by)
+            .where(Alert.kind == "alarm", Alert.opened_ms >= since_ms, Alert.opened_ms < until_ms)
+        )
+    ]
+    now_ms = ctx.clock_ms()
     rows = [asdict(r) for r in calc.answer_times(timings, since_ms, until_ms, now_ms, zone)]
     if format == "csv":
         return _csv(
@@ -176,9 +161,9 @@ def answer_times(request: Request, user: ReportUser, span: Window, format: Forma
 # -- adherence ----------------------------------------------------------------------------------------
 
 
-@router.get("/api/reports/adherence")
+@router.get("/api/reports/adherence", response_model=AdherenceReport, responses=CSV)
 def adherence(
-    request: Request,
+    session: ReadSession,
     user: ReportUser,
     span: Window,
     client_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
@@ -190,19 +175,18 @@ def adherence(
     schedule has no instance of, and missed-dose alerts opened on the dispenser's word).
     """
     since_ms, until_ms, zone = span
-    with _sessions(request)() as session:
-        if client_id is not None and session.get(Client, client_id) is None:
-            raise HTTPException(status_code=404, detail=f"no client {client_id}")
-        # Reports are matched to instances up to the match window away, so read that much around the window.
-        near = (since_ms - calc.MATCH_WINDOW_MS, until_ms + calc.MATCH_WINDOW_MS)
-        instances = _dose_instances(session, near, client_id)
-        doses = [calc.DoseRecord(c, due, state) for c, _dose, due, state in instances]
-        doses += calc.dispenser_doses(
-            _dispenser_reports(session, near, client_id),
-            _dispenser_miss_alerts(session, near, client_id),
-            [calc.DueInstance(c, dose, due) for c, dose, due, _state in instances],
-        )
-        names = _client_names(session, {d.client_id for d in doses})
+    if client_id is not None and session.get(Client, client_id) is None:
+        raise NotFound(f"no client {client_id}")
+    # Reports are matched to instances up to the match window away, so read that much around the window.
+    near = (since_ms - calc.MATCH_WINDOW_MS, until_ms + calc.MATCH_WINDOW_MS)
+    instances = _dose_instances(session, near, client_id)
+    doses = [calc.DoseRecord(c, due, state) for c, _dose, due, state in instances]
+    doses += calc.dispenser_doses(
+        _dispenser_reports(session, near, client_id),
+        _dispenser_miss_alerts(session, near, client_id),
+        [calc.DueInstance(c, dose, due) for c, dose, due, _state in instances],
+    )
+    names = _client_names(session, {d.client_id for d in doses})
     rows = [
         {"client_name": names.get(r.client_id, ""), **asdict(r)}
         for r in calc.adherence(doses, since_ms, until_ms)
@@ -302,24 +286,20 @@ def _client_names(session: Session, ids: Iterable[int]) -> dict[int, str]:
 # -- uptime -------------------------------------------------------------------------------------------
 
 
-@router.get("/api/reports/uptime")
-def uptime(request: Request, user: ReportUser, span: Window, format: Format = "json") -> Any:
+@router.get("/api/reports/uptime", response_model=UptimeReport, responses=CSV)
+def uptime(ctx: Ctx, session: ReadSession, user: ReportUser, span: Window, format: Format = "json") -> Any:
     """Per device: the share of the window it was online (from its status reports and current state), and
     the time the service itself was down (the gaps between the gateway's runs), which is not the device's."""
     since_ms, until_ms, zone = span
-    ctx = request.app.state.ctx
     now_ms = ctx.clock_ms()
-    with ctx.sessions() as session:
-        devices = session.execute(
-            select(Device, Client.name)
-            .join(Client, Client.id == Device.client_id)
-            .where(Client.system.is_(False))  # not the service's own probe device
-            .order_by(Device.id)
-        ).all()
-        transitions = _status_transitions(session, since_ms, until_ms)
-        down = calc.service_down_periods(
-            _gateway_runs(session, since_ms, until_ms), _SERVICE_GRACE_MS, now_ms
-        )
+    devices = session.execute(
+        select(Device, Client.name)
+        .join(Client, Client.id == Device.client_id)
+        .where(Client.system.is_(False))  # not the service's own probe device
+        .order_by(Device.id)
+    ).all()
+    transitions = _status_transitions(session, since_ms, until_ms)
+    down = calc.service_down_periods(_gateway_runs(session, since_ms, until_ms), _SERVICE_GRACE_MS, now_ms)
     histories = [
         calc.DeviceHistory(
             device.id,

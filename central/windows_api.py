@@ -13,33 +13,26 @@ chosen above: seeing windows goes with seeing the queue (``alert.list``); creati
 alerts off the queue — goes with taking alerts off it (``alert.acknowledge``). Once ``window.*`` rows exist
 in ``ACTIONS``, only the two names below change.
 
-Domain errors map to HTTP here: a rule broken or an unknown client/device 422, no such window 404, a window
-that is over 409.
+The domain's errors become HTTP in ``create_app`` (:mod:`central.errors`): a rule broken or an unknown
+client/device 422, no such window 404, a window that is over 409.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from care.windows import (
-    WindowAlreadyEnded,
-    WindowInfo,
-    WindowInvalid,
-    WindowNotFound,
-    create_window,
-    end_window,
-    list_windows,
-)
+from care.windows import WindowInfo, create_window, end_window, list_windows
 from storage.models import Client, Device
 
 from . import audit
-from .access import require
 from .auth import SignedInUser
-from .ids import MAX_ID, BodyId, PathId
+from .deps import Ctx, ReadSession, require
+from .ids import DEVICE_ID_PATTERN, MAX_ID, BodyId, PathId
+from .schemas import WindowList, WindowTargets, WindowView
 
 __all__ = ["router", "window_view"]
 
@@ -51,7 +44,6 @@ WRITE_ACTION: Final = "alert.acknowledge"
 ReadUser = Annotated[SignedInUser, Depends(require(READ_ACTION))]
 WriteUser = Annotated[SignedInUser, Depends(require(WRITE_ACTION))]
 
-_DEVICE_ID = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 # The console's form lists clients in a select: enough for a large care station, bounded all the same.
 _MAX_TARGETS: Final = 5000
 
@@ -59,17 +51,13 @@ _MAX_TARGETS: Final = 5000
 class WindowRequest(BaseModel):
     client_id: BodyId | None = Field(default=None, description="a window for the whole client …")
     device_id: str | None = Field(
-        default=None, pattern=_DEVICE_ID, description="… or for one device (give exactly one)"
+        default=None, pattern=DEVICE_ID_PATTERN, description="… or for one device (give exactly one)"
     )
     starts_ms: int | None = Field(
         default=None, ge=0, le=MAX_ID, description="start (ms since the epoch); default and earliest: now"
     )
     ends_ms: int = Field(ge=0, le=MAX_ID, description="end (ms since the epoch); at most 30 days after start")
     reason: str = Field(min_length=1, max_length=200, description="why, e.g. 'in hospital'")
-
-
-def _ctx(request: Request) -> Any:
-    return request.app.state.ctx
 
 
 def window_view(info: WindowInfo) -> dict[str, Any]:
@@ -91,9 +79,10 @@ def window_view(info: WindowInfo) -> dict[str, Any]:
     }
 
 
-@router.get("/api/windows")
+@router.get("/api/windows", response_model=WindowList)
 def get_windows(
-    request: Request,
+    ctx: Ctx,
+    session: ReadSession,
     _user: ReadUser,
     which: Annotated[
         Literal["current", "active", "upcoming", "past", "all"],
@@ -103,17 +92,14 @@ def get_windows(
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> dict[str, Any]:
     """Maintenance windows: running ones ending soonest first, then upcoming, then past newest first."""
-    ctx = _ctx(request)
     now = ctx.clock_ms()
-    with ctx.sessions() as session:
-        items = list_windows(session, now_ms=now, which=which, client_id=client_id, limit=limit)
+    items = list_windows(session, now_ms=now, which=which, client_id=client_id, limit=limit)
     return {"now_ms": now, "items": [window_view(i) for i in items]}
 
 
-@router.get("/api/windows/targets")
-def get_targets(request: Request, user: WriteUser) -> dict[str, Any]:
+@router.get("/api/windows/targets", response_model=WindowTargets)
+def get_targets(ctx: Ctx, user: WriteUser) -> dict[str, Any]:
     """What a window can be for: every client by name, with their devices (for the console's form)."""
-    ctx = _ctx(request)
     with ctx.sessions.begin() as session:
         clients = session.scalars(
             select(Client)
@@ -131,50 +117,40 @@ def get_targets(request: Request, user: WriteUser) -> dict[str, Any]:
     }
 
 
-@router.post("/api/windows", status_code=201)
-def post_window(body: WindowRequest, request: Request, user: WriteUser) -> dict[str, Any]:
+@router.post("/api/windows", status_code=201, response_model=WindowView)
+def post_window(body: WindowRequest, ctx: Ctx, user: WriteUser) -> dict[str, Any]:
     """Start (or plan) a window: the client's or device's device-state and dose alerts are held back and
     recorded; alarms always come through."""
-    ctx = _ctx(request)
-    try:
-        with ctx.sessions.begin() as session:
-            now = ctx.clock_ms()
-            info = create_window(
-                session,
-                client_id=body.client_id,
-                device_id=body.device_id,
-                starts_ms=body.starts_ms,
-                ends_ms=body.ends_ms,
-                reason=body.reason,
-                user_id=user.id,
-                now_ms=now,
-            )
-            audit.record(
-                session,
-                user,
-                "window.create",
-                now_ms=now,
-                client_id=info.client_id,
-                detail=f"window {info.id}",
-            )
-    except WindowInvalid as exc:
-        raise HTTPException(status_code=422, detail=str(exc)) from None
+    with ctx.sessions.begin() as session:
+        now = ctx.clock_ms()
+        info = create_window(
+            session,
+            client_id=body.client_id,
+            device_id=body.device_id,
+            starts_ms=body.starts_ms,
+            ends_ms=body.ends_ms,
+            reason=body.reason,
+            user_id=user.id,
+            now_ms=now,
+        )
+        audit.record(
+            session,
+            user,
+            "window.create",
+            now_ms=now,
+            client_id=info.client_id,
+            detail=f"window {info.id}",
+        )
     return window_view(info)
 
 
-@router.post("/api/windows/{window_id}/end")
-def post_end(window_id: PathId, request: Request, user: WriteUser) -> dict[str, Any]:
+@router.post("/api/windows/{window_id}/end", response_model=WindowView)
+def post_end(window_id: PathId, ctx: Ctx, user: WriteUser) -> dict[str, Any]:
     """End a running window now (or cancel one not yet started): alerts are raised again from now on."""
-    ctx = _ctx(request)
-    try:
-        with ctx.sessions.begin() as session:
-            now = ctx.clock_ms()
-            info = end_window(session, window_id=window_id, user_id=user.id, now_ms=now)
-            audit.record(
-                session, user, "window.end", now_ms=now, client_id=info.client_id, detail=f"window {info.id}"
-            )
-    except WindowNotFound as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from None
-    except WindowAlreadyEnded as exc:
-        raise HTTPException(status_code=409, detail=str(exc)) from None
+    with ctx.sessions.begin() as session:
+        now = ctx.clock_ms()
+        info = end_window(session, window_id=window_id, user_id=user.id, now_ms=now)
+        audit.record(
+            session, user, "window.end", now_ms=now, client_id=info.client_id, detail=f"window {info.id}"
+        )
     return window_view(info)

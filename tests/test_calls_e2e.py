@@ -109,10 +109,8 @@ class Lab:
         self.broker.start(hashes)
         self.mqtt = MqttConfig.from_url(self.broker.url)
         broadcaster = Broadcaster(self.sessions, poll_interval_s=1.0)
-        app = create_app(CentralContext(self.sessions, broadcaster, broadcaster.wake))
-        app.state.calls_config = CallsConfig(
-            ice_servers=[], public_url=self.url, timeouts=TIMEOUTS, mqtt=self.mqtt
-        )
+        calls = CallsConfig(ice_servers=[], public_url=self.url, timeouts=TIMEOUTS, mqtt=self.mqtt)
+        app = create_app(CentralContext(self.sessions, broadcaster, broadcaster.wake, calls=calls))
         import uvicorn
 
         self.server = uvicorn.Server(

@@ -46,11 +46,14 @@ def api(sessions: SessionFactory, embedded_broker: EmbeddedBroker) -> Iterator[T
         add_client(s, name="Mevr. Jansen", address="Dorpsstraat 1", now_ms=NOW)
     broadcaster = Broadcaster(sessions, poll_interval_s=0.1)
     ctx = CentralContext(
-        sessions=sessions, broadcaster=broadcaster, notify_alerts=broadcaster.wake, clock_ms=lambda: NOW
+        sessions=sessions,
+        broadcaster=broadcaster,
+        notify_alerts=broadcaster.wake,
+        clock_ms=lambda: NOW,
+        calls=CallsConfig(mqtt=service_config(embedded_broker)),
+        device_accounts=DynsecAccounts(service_config(embedded_broker)),
     )
     app = create_app(ctx)
-    app.state.calls_config = CallsConfig(mqtt=service_config(embedded_broker))
-    app.state.device_accounts = DynsecAccounts(service_config(embedded_broker))
     with TestClient(app) as client:
         yield client
 

@@ -1,4 +1,7 @@
-"""Calls API: start a call, the console's calls feed, the signalling sockets, consent and the timeline."""
+"""Calls API: start a call, the console's calls feed, the signalling sockets, consent and the timeline.
+
+The hub runs while the app does (``create_app``'s lifespan); routes reach it through ``central.deps.Hub``.
+"""
 
 from __future__ import annotations
 
@@ -6,69 +9,38 @@ import asyncio
 import contextlib
 import dataclasses
 import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, WebSocket, WebSocketDisconnect
 from pydantic import BaseModel, Field
 
-from central.ids import BodyId, PathId
+from storage.calls_models import CallRecord
+from storage.db import SessionFactory
+from storage.models import Client
 
-from ..auth import COOKIE_NAME, SignedInUser, user_for_token
-from ..routes import ConsoleUser, CurrentUser
+from ..access import may
+from ..auth import COOKIE_NAME, SignedInUser
+from ..context import CentralContext
+from ..deps import Ctx, CurrentUser, Hub, ReadSession, require, user_of_token
+from ..errors import NotFound
+from ..ids import BodyId, PathId
+from ..routes import CONSOLE, ConsoleUser
+from ..schemas import CallRecordView, CallsConfigView, CallView, ConsentView, VideoCallee
 from . import store
-from .ring import RingPublisher
-from .signalling import MAX_MESSAGE_CHARS, CallHub, CallRefused, CallsConfig, LiveCall
+from .signalling import MAX_MESSAGE_CHARS, CallHub, CallRefused, LiveCall
 from .state import Side
 
 __all__ = ["router"]
 
-# The console roles of central.routes: they may call, take calls and watch the calls feed.
-_CONSOLE_ROLES = frozenset({"care_nurse", "supervisor", "admin"})
-# Recording what a client agreed to is done by the staff who discuss it with them.
-_CONSENT_ROLES = frozenset({"district_nurse", "supervisor", "admin"})
+# The console (central.routes): they may call, take calls and watch the calls feed.
+ConsentUser = Annotated[SignedInUser, Depends(require("consent.record"))]
 # A device that opens a socket and says nothing is dropped after this long.
 _AUTH_TIMEOUT_S = 10.0
 # The consoles' calls feed pings this often so a dead connection is noticed.
 _PING_S = 15.0
 
 
-@contextlib.asynccontextmanager
-async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
-    ctx = app.state.ctx
-    config: CallsConfig = getattr(app.state, "calls_config", None) or CallsConfig()
-    if config.clock_ms is None:
-        config = dataclasses.replace(config, clock_ms=ctx.clock_ms)
-    publisher = None
-    if config.ring is None and config.mqtt is not None:
-        publisher = RingPublisher(config.mqtt)
-        publisher.start()
-        config = dataclasses.replace(config, ring=publisher.send)
-    hub = CallHub(ctx.sessions, config)
-    app.state.calls_hub = hub
-    stop = asyncio.Event()
-    task = asyncio.create_task(hub.run(stop), name="calls-ticker")
-    try:
-        yield
-    finally:
-        stop.set()
-        await hub.shutdown()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        if publisher is not None:
-            publisher.stop()
-
-
-router = APIRouter(lifespan=_lifespan)
-
-
-def _hub(request: Request) -> CallHub:
-    hub: CallHub = request.app.state.calls_hub
-    return hub
-
-
-Hub = Annotated[CallHub, Depends(_hub)]
+router = APIRouter()
 
 
 class StartCall(BaseModel):
@@ -85,36 +57,32 @@ def _consent_view(consent: store.Consent) -> dict[str, Any]:
     return dataclasses.asdict(consent)
 
 
-@router.post("/api/calls", status_code=201, tags=["calls"])
+@router.post("/api/calls", status_code=201, response_model=CallView, tags=["calls"])
 async def start_call(body: StartCall, hub: Hub, user: ConsoleUser) -> dict[str, Any]:
     """Call a client's video device (it rings), or start monitoring where consent is recorded."""
-    try:
-        return await hub.start_outbound(
-            client_id=body.client_id, kind=body.kind, nurse_id=user.id, nurse_name=user.display_name
-        )
-    except CallRefused as exc:
-        raise HTTPException(status_code=exc.status, detail=exc.detail) from None
+    return await hub.start_outbound(  # CallRefused: its own status (create_app)
+        client_id=body.client_id, kind=body.kind, nurse_id=user.id, nurse_name=user.display_name
+    )
 
 
-@router.get("/api/calls/active", tags=["calls"])
+@router.get("/api/calls/active", response_model=list[CallView], tags=["calls"])
 def active_calls(hub: Hub, _user: ConsoleUser) -> list[dict[str, Any]]:
     """Calls not yet ended; incoming ones (direction inbound, state ringing) wait for a nurse."""
     return hub.active()
 
 
-@router.get("/api/calls/config", tags=["calls"])
+@router.get("/api/calls/config", response_model=CallsConfigView, tags=["calls"])
 def call_config(hub: Hub, _user: ConsoleUser) -> dict[str, Any]:
     """The STUN/TURN servers the browser must use (also sent in each call's hello)."""
     return {"ice_servers": hub.config.ice_servers}
 
 
-@router.get("/api/clients/{client_id}/video", tags=["calls"])
-def client_video(client_id: PathId, request: Request, _user: ConsoleUser) -> dict[str, Any]:
+@router.get("/api/clients/{client_id}/video", response_model=VideoCallee, tags=["calls"])
+def client_video(client_id: PathId, session: ReadSession, _user: ConsoleUser) -> dict[str, Any]:
     """The client's video device and recorded consent, for the call page."""
-    with request.app.state.ctx.sessions() as session:
-        callee = store.callee_for_client(session, client_id)
+    callee = store.callee_for_client(session, client_id)
     if callee is None:
-        raise HTTPException(status_code=404, detail=f"client {client_id} has no video device")
+        raise NotFound(f"client {client_id} has no video device")
     return {
         "client_id": callee.client_id,
         "client_name": callee.client_name,
@@ -123,30 +91,23 @@ def client_video(client_id: PathId, request: Request, _user: ConsoleUser) -> dic
     }
 
 
-@router.get("/api/clients/{client_id}/calls", tags=["calls"])
-def client_calls(client_id: PathId, request: Request, _user: CurrentUser) -> list[dict[str, Any]]:
+@router.get("/api/clients/{client_id}/calls", response_model=list[CallRecordView], tags=["calls"])
+def client_calls(client_id: PathId, session: ReadSession, _user: CurrentUser) -> list[dict[str, Any]]:
     """The client's calls and monitoring sessions, newest first: outcome, duration, quality."""
-    with request.app.state.ctx.sessions() as session:
-        return store.timeline(session, client_id)
+    return store.timeline(session, client_id)
 
 
-@router.get("/api/clients/{client_id}/video-consent", tags=["calls"])
-def get_consent(client_id: PathId, request: Request, _user: CurrentUser) -> dict[str, Any]:
-    with request.app.state.ctx.sessions() as session:
-        return _consent_view(store.consent_for(session, client_id))
+@router.get("/api/clients/{client_id}/video-consent", response_model=ConsentView, tags=["calls"])
+def get_consent(client_id: PathId, session: ReadSession, _user: CurrentUser) -> dict[str, Any]:
+    return _consent_view(store.consent_for(session, client_id))
 
 
-@router.put("/api/clients/{client_id}/video-consent", tags=["calls"])
-def put_consent(client_id: PathId, body: ConsentBody, request: Request, user: CurrentUser) -> dict[str, Any]:
+@router.put("/api/clients/{client_id}/video-consent", response_model=ConsentView, tags=["calls"])
+def put_consent(client_id: PathId, body: ConsentBody, ctx: Ctx, user: ConsentUser) -> dict[str, Any]:
     """Record what the client agreed to (who recorded it and when are kept)."""
-    if user.role not in _CONSENT_ROLES:
-        raise HTTPException(status_code=403, detail=f"the role {user.role} may not record consent")
-    ctx = request.app.state.ctx
-    from storage.models import Client
-
     with ctx.sessions.begin() as session:
         if session.get(Client, client_id) is None:
-            raise HTTPException(status_code=404, detail=f"no client {client_id}")
+            raise NotFound(f"no client {client_id}")
         consent = store.record_consent(
             session,
             client_id=client_id,
@@ -184,17 +145,10 @@ async def _receive(websocket: WebSocket) -> dict[str, Any] | None:
     return body if isinstance(body, dict) else None
 
 
-async def _ws_user(websocket: WebSocket) -> SignedInUser | None:
-    token = websocket.cookies.get(COOKIE_NAME)
-    if not token:
-        return None
-    ctx = websocket.app.state.ctx
-
-    def read() -> SignedInUser | None:
-        with ctx.sessions() as session:
-            return user_for_token(session, token, ctx.clock_ms())
-
-    return await asyncio.to_thread(read)
+async def _console_user(websocket: WebSocket, ctx: CentralContext) -> SignedInUser | None:
+    """The signed-in user of the socket's cookie, when they work the console."""
+    user = await asyncio.to_thread(user_of_token, ctx, websocket.cookies.get(COOKIE_NAME))
+    return user if user is not None and may(user.role, CONSOLE) else None
 
 
 async def _refuse(websocket: WebSocket, code: int, detail: str) -> None:
@@ -218,18 +172,15 @@ async def _serve(hub: CallHub, live: LiveCall, side: Side, websocket: WebSocket,
 
 
 @router.websocket("/api/calls/{call_id}/nurse")
-async def nurse_socket(websocket: WebSocket, call_id: str) -> None:
+async def nurse_socket(websocket: WebSocket, call_id: str, ctx: Ctx, hub: Hub) -> None:
     """The nurse's signalling for one call (session cookie; the caller, or anyone taking an inbound one)."""
-    hub: CallHub = websocket.app.state.calls_hub
     await websocket.accept()
-    user = await _ws_user(websocket)
-    if user is None or user.role not in _CONSOLE_ROLES:
+    user = await _console_user(websocket, ctx)
+    if user is None:
         await _refuse(websocket, 4401, "not signed in")
         return
     if not hub.claim(call_id, user.id, user.display_name):
-        ended = hub.ended_view(call_id) or await asyncio.to_thread(
-            _ended_call, websocket.app.state.ctx.sessions, call_id
-        )
+        ended = hub.ended_view(call_id) or await asyncio.to_thread(_ended_call, ctx.sessions, call_id)
         if ended is not None:
             # The call ended before this socket arrived (a quick decline): say how, not just "unknown".
             await websocket.send_json({"type": "ended", "call": ended})
@@ -243,9 +194,7 @@ async def nurse_socket(websocket: WebSocket, call_id: str) -> None:
         await _serve(hub, live, "nurse", websocket, peer)
 
 
-def _ended_call(sessions: Any, call_id: str) -> dict[str, Any] | None:
-    from storage.calls_models import CallRecord
-
+def _ended_call(sessions: SessionFactory, call_id: str) -> dict[str, Any] | None:
     if len(call_id) > 32:
         return None
     with sessions() as session:
@@ -256,9 +205,8 @@ def _ended_call(sessions: Any, call_id: str) -> dict[str, Any] | None:
 
 
 @router.websocket("/api/calls/{call_id}/device")
-async def device_socket(websocket: WebSocket, call_id: str) -> None:
+async def device_socket(websocket: WebSocket, call_id: str, hub: Hub) -> None:
     """The device's signalling for a call it was rung for; the first message carries the ring's token."""
-    hub: CallHub = websocket.app.state.calls_hub
     await websocket.accept()
     try:
         first = await asyncio.wait_for(_receive(websocket), timeout=_AUTH_TIMEOUT_S)
@@ -275,10 +223,8 @@ async def device_socket(websocket: WebSocket, call_id: str) -> None:
 
 
 @router.websocket("/api/device/calls")
-async def device_call(websocket: WebSocket) -> None:
+async def device_call(websocket: WebSocket, ctx: Ctx, hub: Hub) -> None:
     """A client calls the care station: the device signs in with its broker credentials, then signals."""
-    hub: CallHub = websocket.app.state.calls_hub
-    ctx = websocket.app.state.ctx
     await websocket.accept()
     try:
         first = await asyncio.wait_for(_receive(websocket), timeout=_AUTH_TIMEOUT_S)
@@ -308,12 +254,11 @@ async def device_call(websocket: WebSocket) -> None:
 
 
 @router.websocket("/api/calls/live")
-async def calls_feed(websocket: WebSocket) -> None:
+async def calls_feed(websocket: WebSocket, ctx: Ctx, hub: Hub) -> None:
     """The console's calls feed: every active call now, then the whole list again after each change."""
-    hub: CallHub = websocket.app.state.calls_hub
     await websocket.accept()
-    user = await _ws_user(websocket)
-    if user is None or user.role not in _CONSOLE_ROLES:
+    user = await _console_user(websocket, ctx)
+    if user is None:
         await _refuse(websocket, 4401, "not signed in")
         return
     queue = hub.watch()
