@@ -110,9 +110,9 @@ def api(sessions: SessionFactory, embedded_broker: EmbeddedBroker) -> Iterator[T
         add_client(s, name="Mevr. Jansen", now_ms=NOW)
     broadcaster = Broadcaster(sessions, poll_interval_s=0.1)
     accounts = DynsecAccounts(service_config(embedded_broker))
-    app = create_app(
-        CentralContext(sessions, broadcaster, broadcaster.wake, clock_ms=lambda: NOW, device_accounts=accounts)
-    )
+    ctx = CentralContext(sessions, broadcaster, broadcaster.wake, clock_ms=lambda: NOW)
+    ctx.device_accounts = accounts
+    app = create_app(ctx)
     with TestClient(app) as client:
         assert (
             client.post("/api/session", json={"username": "adm", "password": "adm-pw-123"}).status_code == 200

@@ -3,47 +3,10 @@
 // Media goes peer to peer; central only relays the signalling (docs/video-calls.md).
 "use strict";
 
-// Every string the nurse sees; add a language by adding a key (e.g. nl) with the same entries.
-const STRINGS = {
-  en: {
-    title: "video call",
-    call: "Video call",
-    monitor: "Look in (monitoring)",
-    take: "Take the call",
-    mute: "Mute",
-    unmute: "Unmute",
-    cameraOff: "Camera off",
-    cameraOn: "Camera on",
-    hangup: "Hang up",
-    loading: "Loading…",
-    ready: "Ready to call.",
-    noCamera: "No camera or microphone: check the browser's permissions.",
-    incoming: "Incoming call from the client.",
-    ringing: "Ringing…",
-    accepted: "Connecting…",
-    connected: "Connected.",
-    reconnecting: "The connection was interrupted; reconnecting…",
-    monitoring: "MONITORING — the client's device shows that you are looking in",
-    quality: (fps, loss, rtt) => `${fps} fps · loss ${loss} % · RTT ${rtt}`,
-    qualityGood: "good", qualityFair: "fair", qualityPoor: "poor",
-    signallingLost: "Lost the connection to the care station; retrying…",
-    ended: "Call ended",
-    reasons: {
-      declined: "The client declined the call.",
-      no_answer: "No answer.",
-      connect_failed: "The video connection could not be set up.",
-      hangup_nurse: "You hung up.",
-      hangup_client: "The client hung up.",
-      peer_lost_nurse: "This page lost its connection.",
-      peer_lost_client: "The client's device is no longer reachable.",
-      device_unreachable: "The client's device could not be reached.",
-      server_shutdown: "The care-station server stopped.",
-      signalling_lost: "The connection to the care station was lost.",
-      refused: "Another nurse has taken this call, or it is over.",
-    },
-  },
-};
-const S = STRINGS[(document.documentElement.lang || "en").slice(0, 2)] || STRINGS.en;
+// The words are English; the one translation table (i18n.js) holds the Dutch.
+const t = window.carealarmI18n.t;
+// How each call ended, by the end reason the server sends.
+const REASONS = { declined: "The client declined the call.", no_answer: "No answer.", connect_failed: "The video connection could not be set up.", hangup_nurse: "You hung up.", hangup_client: "The client hung up.", peer_lost_nurse: "This page lost its connection.", peer_lost_client: "The client's device is no longer reachable.", device_unreachable: "The client's device could not be reached.", server_shutdown: "The care-station server stopped.", signalling_lost: "The connection to the care station was lost.", refused: "Another nurse has taken this call, or it is over." };
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -71,12 +34,14 @@ function setStatus(text, isEnd = false) {
   $("status").classList.toggle("ended", isEnd);
 }
 
-async function api(path, options = {}) {
-  const res = await fetch(path, { credentials: "same-origin", headers: { "Content-Type": "application/json" }, ...options });
-  if (res.status === 401) { location.href = "/"; throw new Error("not signed in"); }
-  const body = await res.json().catch(() => ({}));
-  if (!res.ok) throw new Error(body.detail || res.statusText);
-  return body;
+// The one API wrapper (api.js); signed out, the nurse goes to the console to sign in.
+async function api(method, path, body) {
+  try {
+    return await window.carealarmApi.api(method, path, body);
+  } catch (err) {
+    if (err.status === 401) location.href = "/";
+    throw err;
+  }
 }
 
 async function ensureMedia() {
@@ -87,7 +52,7 @@ async function ensureMedia() {
     });
     $("local").srcObject = localStream;
   } catch (err) {
-    setStatus(S.noCamera, true);
+    setStatus(t("No camera or microphone: check the browser's permissions."), true);
     throw err;
   }
   return localStream;
@@ -96,38 +61,38 @@ async function ensureMedia() {
 // -- starting ---------------------------------------------------------------------------------------
 
 async function init() {
-  document.title = `carealarm — ${S.title}`;
-  $("title").textContent = S.title;
-  $("call-btn").textContent = S.call;
-  $("monitor-btn").textContent = S.monitor;
-  $("take-btn").textContent = S.take;
-  $("mute-btn").textContent = S.mute;
-  $("camera-btn").textContent = S.cameraOff;
-  $("hangup-btn").textContent = S.hangup;
-  setStatus(S.loading);
+  document.title = `carealarm — ${t("video call")}`;
+  $("title").textContent = t("video call");
+  $("call-btn").textContent = t("Video call");
+  $("monitor-btn").textContent = t("Look in (monitoring)");
+  $("take-btn").textContent = t("Take the call");
+  $("mute-btn").textContent = t("Mute");
+  $("camera-btn").textContent = t("Camera off");
+  $("hangup-btn").textContent = t("Hang up");
+  setStatus(t("Loading…"));
   $("call-btn").addEventListener("click", () => start("video"));
   $("monitor-btn").addEventListener("click", () => start("monitoring"));
   $("take-btn").addEventListener("click", take);
   $("hangup-btn").addEventListener("click", hangup);
-  $("mute-btn").addEventListener("click", () => toggle("audio", $("mute-btn"), S.mute, S.unmute));
-  $("camera-btn").addEventListener("click", () => toggle("video", $("camera-btn"), S.cameraOff, S.cameraOn));
+  $("mute-btn").addEventListener("click", () => toggle("audio", $("mute-btn"), t("Mute"), t("Unmute")));
+  $("camera-btn").addEventListener("click", () => toggle("video", $("camera-btn"), t("Camera off"), t("Camera on")));
   $("remote").addEventListener("playing", () => noteFirstFrame(), { once: true });
   try {
     if (params.get("client")) {
-      const info = await api(`/api/clients/${encodeURIComponent(params.get("client"))}/video`);
+      const info = await api("GET", `/api/clients/${encodeURIComponent(params.get("client"))}/video`);
       $("who").textContent = info.client_name;
       $("call-btn").hidden = false;
       $("monitor-btn").hidden = !info.consent.monitoring_allowed;
-      setStatus(S.ready);
+      setStatus(t("Ready to call."));
       ensureMedia().catch(() => {});
     } else if (params.get("call")) {
-      const active = await api("/api/calls/active");
+      const active = await api("GET", "/api/calls/active");
       call = active.find((c) => c.id === params.get("call"));
-      if (!call) { setStatus(S.reasons.no_answer, true); return; }
+      if (!call) { setStatus(t(REASONS.no_answer), true); return; }
       $("who").textContent = call.client_name;
       if (call.direction === "inbound" && call.state === "ringing") {
         $("take-btn").hidden = false;
-        setStatus(S.incoming);
+        setStatus(t("Incoming call from the client."));
         ensureMedia().catch(() => {});
       } else {
         await ensureMedia();
@@ -144,7 +109,7 @@ async function start(kind) {
   $("call-btn").disabled = $("monitor-btn").disabled = true;
   try {
     if (kind === "video") await ensureMedia();
-    call = await api("/api/calls", { method: "POST", body: JSON.stringify({ client_id: Number(params.get("client")), kind }) });
+    call = await api("POST", "/api/calls", { client_id: Number(params.get("client")), kind });
     connect(call.id, false);
   } catch (err) {
     setStatus(err.message, true);
@@ -178,7 +143,7 @@ function connect(callId, taking, since = null) {
     // A network change: come back into the same call within central's grace period.
     const first = since ?? Date.now();
     if (Date.now() - first > RECONNECT_FOR_MS) { finish("signalling_lost"); return; }
-    setStatus(S.signallingLost);
+    setStatus(t("Lost the connection to the care station; retrying…"));
     setTimeout(() => connect(callId, false, first), 700);
   };
 }
@@ -214,10 +179,10 @@ function render() {
   $("hangup-btn").disabled = false;
   const monitoring = call.kind === "monitoring";
   $("monitoring-badge").hidden = !monitoring;
-  $("monitoring-badge").textContent = S.monitoring;
+  $("monitoring-badge").textContent = t("MONITORING — the client's device shows that you are looking in");
   $("local").hidden = monitoring;
   $("mute-btn").disabled = $("camera-btn").disabled = monitoring;
-  const texts = { ringing: S.ringing, accepted: call.restarts ? S.reconnecting : S.accepted, connected: S.connected };
+  const texts = { ringing: t("Ringing…"), accepted: call.restarts ? t("The connection was interrupted; reconnecting…") : t("Connecting…"), connected: t("Connected.") };
   setStatus(texts[call.state] || "");
   if (call.state === "connected" && !clockTimer) {
     const t0 = Date.now();
@@ -301,8 +266,8 @@ async function sampleStats() {
     const level = probe.lossPct > 5 || probe.fps < 5 ? "poor" : probe.lossPct > 1 || probe.fps < 12 ? "fair" : "good";
     const q = $("quality");
     q.className = `quality q-${level}`;
-    q.textContent = S.quality(probe.fps, probe.lossPct, probe.rttMs === null ? "–" : `${probe.rttMs} ms`);
-    q.title = S[`quality${level[0].toUpperCase()}${level.slice(1)}`];
+    q.textContent = t("{fps} fps · loss {loss} % · RTT {rtt}", { fps: probe.fps, loss: probe.lossPct, rtt: probe.rttMs === null ? "–" : `${probe.rttMs} ms` });
+    q.title = t(level);
   }
   lastStats = sample;
 }
@@ -335,7 +300,7 @@ function finish(reason) {
   if (ws) ws.close();
   $("hangup-btn").disabled = $("mute-btn").disabled = $("camera-btn").disabled = true;
   $("monitoring-badge").hidden = true;
-  setStatus(`${S.ended}: ${S.reasons[reason] || reason}`, true);
+  setStatus(`${t("Call ended")}: ${(REASONS[reason] ? t(REASONS[reason]) : reason)}`, true);
 }
 
 init();

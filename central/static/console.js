@@ -41,22 +41,8 @@ const $ = (id) => document.getElementById(id);
 // English text is its own key; i18n.js holds the Dutch (and falls back to the key).
 const T = (key, vars) => (window.carealarmI18n ? window.carealarmI18n.t(key, vars) : key);
 
-async function api(method, path, body) {
-  const res = await fetch(path, {
-    method,
-    headers: body ? { "Content-Type": "application/json" } : {},
-    body: body ? JSON.stringify(body) : undefined,
-    credentials: "same-origin",
-  });
-  let data = null;
-  try { data = await res.json(); } catch (_) { /* empty body */ }
-  if (!res.ok) {
-    const err = new Error((data && data.detail) ? String(typeof data.detail === "string" ? data.detail : JSON.stringify(data.detail)) : res.statusText);
-    err.status = res.status;
-    throw err;
-  }
-  return data;
-}
+// The one API wrapper (api.js): JSON in and out; a refusal rejects with its status and detail.
+const { api } = window.carealarmApi;
 
 function showLogin(message) {
   $("console").hidden = true;

@@ -33,20 +33,16 @@
       el("tbody", {}, ...rows.map((cells) => el("tr", {}, ...cells.map((c) => el("td", {}, c))))));
   }
 
+  // The one API wrapper (api.js); through api() this page signs in again on a 401 and says any other refusal.
+  const quiet = window.carealarmApi.api;
   async function api(method, url, body) {
-    const response = await fetch(url, { method, credentials: "same-origin",
-      headers: body ? { "Content-Type": "application/json" } : {}, body: body ? JSON.stringify(body) : undefined });
-    if (response.status === 401) { show("login"); throw new Error("not signed in"); }
-    if (response.status === 204) return null;
-    const data = await response.json().catch(() => ({}));
-    if (!response.ok) {
-      const detail = Array.isArray(data.detail)
-        ? data.detail.map((d) => `${(d.loc || []).slice(-1)[0]}: ${d.msg}`).join("; ")
-        : data.detail || `HTTP ${response.status}`;
-      say(detail);
-      throw new Error(detail);
+    try {
+      return await quiet(method, url, body);
+    } catch (err) {
+      if (err.status === 401) show("login");
+      else say(err.message);
+      throw err;
     }
-    return data;
   }
 
   function say(text, ok) {
@@ -182,9 +178,7 @@
   }
 
   async function start() {
-    const me = await fetch("/api/me", { credentials: "same-origin" });
-    if (!me.ok) return show("login");
-    state.user = await me.json();
+    try { state.user = await quiet("GET", "/api/me"); } catch (_) { return show("login"); }
     $("who-name").textContent = `${state.user.display_name} · ${t(state.user.role)}`;
     if (state.user.role !== "admin" && state.user.role !== "supervisor") return show("forbidden");
     document.querySelectorAll(".admin-only").forEach((f) => { f.hidden = state.user.role !== "admin"; });
@@ -238,12 +232,12 @@
   document.querySelectorAll("[data-tab]").forEach((b) => b.addEventListener("click", () => open(b.dataset.tab).catch(() => {})));
   $("login-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    const response = await fetch("/api/session", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ username: $("username").value, password: $("password").value }) });
-    $("login-error").textContent = response.ok ? "" : t("Unknown user name or wrong password.");
-    if (response.ok) start();
+    const signedIn = await quiet("POST", "/api/session", { username: $("username").value, password: $("password").value })
+      .then(() => true, () => false);
+    $("login-error").textContent = signedIn ? "" : t("Unknown user name or wrong password.");
+    if (signedIn) start();
   });
-  $("sign-out").addEventListener("click", async () => { await fetch("/api/session", { method: "DELETE" }); show("login"); });
+  $("sign-out").addEventListener("click", async () => { await quiet("DELETE", "/api/session").catch(() => {}); show("login"); });
   i18n.onChange(() => {
     if (!state.user) return;
     $("who-name").textContent = `${state.user.display_name} · ${t(state.user.role)}`;

@@ -6,6 +6,7 @@
   "use strict";
   const i18n = window.carealarmI18n;
   const t = i18n.t;
+  const api = window.carealarmApi.api; // the one API wrapper (api.js)
   const SVG = "http://www.w3.org/2000/svg";
   const tz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
   const $ = (id) => document.getElementById(id);
@@ -152,21 +153,22 @@
     for (const name of ["answer-times", "adherence", "uptime"]) {
       $("csv-" + name.split("-")[0]).href = `/api/reports/${name}?${query("csv")}`;
     }
-    const answers = await Promise.all(["answer-times", "adherence", "uptime"].map((name) =>
-      fetch(`/api/reports/${name}?${query()}`, { credentials: "same-origin" })));
-    const bad = answers.find((r) => !r.ok);
-    if (bad) return failed(bad);
-    const [answer, adherence, uptime] = await Promise.all(answers.map((r) => r.json()));
+    let answer, adherence, uptime;
+    try {
+      [answer, adherence, uptime] = await Promise.all(["answer-times", "adherence", "uptime"].map((name) =>
+        api("GET", `/api/reports/${name}?${query()}`)));
+    } catch (err) {
+      return failed(err);
+    }
     data = { answer, adherence, uptime };
     redraw();
     document.body.dataset.loaded = "true";
   }
 
-  async function failed(response) {
-    if (response.status === 401) return show("login");
-    if (response.status === 403) return show("forbidden");
-    const body = await response.json().catch(() => ({}));
-    $("range-error").textContent = typeof body.detail === "string" ? body.detail : `HTTP ${response.status}`;
+  function failed(err) {
+    if (err.status === 401) return show("login");
+    if (err.status === 403) return show("forbidden");
+    $("range-error").textContent = err.message;
   }
 
   function show(which) {
@@ -179,9 +181,8 @@
   const isoDay = (d) => `${d.getFullYear()}-${String(d.getMonth() + 1).padStart(2, "0")}-${String(d.getDate()).padStart(2, "0")}`;
 
   async function start() {
-    const me = await fetch("/api/me", { credentials: "same-origin" });
-    if (!me.ok) return show("login");
-    const user = await me.json();
+    let user;
+    try { user = await api("GET", "/api/me"); } catch (_) { return show("login"); }
     $("who-name").textContent = `${user.display_name} · ${t(user.role)}`;
     const today = new Date();
     $("until").value = $("until").value || isoDay(today);
@@ -193,19 +194,19 @@
   $("range").addEventListener("submit", (e) => { e.preventDefault(); load(); });
   $("login-form").addEventListener("submit", async (e) => {
     e.preventDefault();
-    const response = await fetch("/api/session", { method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ username: $("username").value, password: $("password").value }) });
-    $("login-error").textContent = response.ok ? "" : t("Unknown user name or wrong password.");
-    if (response.ok) start();
+    const signedIn = await api("POST", "/api/session", { username: $("username").value, password: $("password").value })
+      .then(() => true, () => false);
+    $("login-error").textContent = signedIn ? "" : t("Unknown user name or wrong password.");
+    if (signedIn) start();
   });
   $("sign-out").addEventListener("click", async () => {
-    await fetch("/api/session", { method: "DELETE" });
+    await api("DELETE", "/api/session").catch(() => {});
     data = null;
     show("login");
   });
   i18n.onChange(() => {
     redraw();
-    if (data) fetch("/api/me").then((r) => r.json()).then((u) => { $("who-name").textContent = `${u.display_name} · ${t(u.role)}`; });
+    if (data) api("GET", "/api/me").then((u) => { $("who-name").textContent = `${u.display_name} · ${t(u.role)}`; }, () => {});
   });
   start();
 })();
