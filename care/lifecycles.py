@@ -80,8 +80,11 @@ class Lifecycle(Generic[S, E]):
         self._table = dict(table)
 
     def after(self, state: str, event: E) -> S | None:
-        """The state after ``event``, or None when the table does not allow it from ``state``."""
-        return self._table.get((self._states(state), event)) if state in self._values else None
+        """The state after ``event`` (logged like any move), or None when the table does not allow it from
+        ``state`` (an unknown state included)."""
+        if state not in self._values or (self._states(state), event) not in self._table:
+            return None
+        return self.transition(state, event)
 
     def transition(self, state: str, event: E) -> S:
         """The state after ``event``; raise IllegalTransition for a move the table does not allow."""
