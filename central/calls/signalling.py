@@ -76,7 +76,7 @@ class CallRefused(Exception):
 
 @dataclass
 class CallsConfig:
-    """Set by whoever builds the app (``app.state.calls_config``); the defaults suit a closed network."""
+    """Set by whoever builds the app (``CentralContext.calls``); the defaults suit a closed network."""
 
     # RTCIceServer dicts for browsers and devices: [{"urls": [...], "username"?, "credential"?}].
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
