@@ -1,1 +1,1 @@
-"""Devices at the client's home: the simulated fleet (and, later, the video endpoint)."""
+"""Devices at the client's home: the simulated fleet and the video endpoint, speaking protocol v1."""

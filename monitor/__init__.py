@@ -1,1 +1,2 @@
-"""The monitor: turns what devices report into alerts, and (later) escalates them in time."""
+"""The monitor process: applies what stored device events mean, runs due escalation steps, sweeps silent
+devices and plans doses — a thin application on the care domain (``care``)."""
