@@ -73,7 +73,7 @@ def peak(url: str, doses: int) -> dict[str, Any]:
             insert(EscalationStep),
             [
                 {
-                    "subject": f"dose:{i}",
+                    "dose_instance_id": i,
                     "action": "dose_remind",
                     "level": 0,
                     "due_ms": due,
