@@ -30,9 +30,19 @@ from messaging.accounts import (
     service_password,
 )
 
-__all__ = ["MAX_PACKET_SIZE", "EmbeddedBroker", "TlsListener", "dynsec_plugin"]
+__all__ = ["MAX_PACKET_SIZE", "MAX_QUEUED_BYTES", "EmbeddedBroker", "TlsListener", "dynsec_plugin"]
 
 log = logging.getLogger(__name__)
+
+# The payload bytes Mosquitto queues per client session beyond those in flight; past it, it drops new
+# messages for that session without a word. Only the service's sessions ever queue much (a device receives
+# its own acks and commands only), so this bounds the broker's memory when a gateway is down, or a device
+# floods while it is (10 such sessions: 2.5 GiB at most). Generous: a fleet of 10,000 devices with a
+# heartbeat every 30 s (about 150 bytes each) fills the gateway's bulk session in about 90 minutes of
+# outage, its alarms session (alarms, doses, status only) far later. An alarm dropped then is not lost: a
+# device resends until the application ack (docs/protocol.md §6), and the resend reaches the gateway once
+# its session has drained.
+MAX_QUEUED_BYTES = 256 * 1024 * 1024
 
 
 def dynsec_plugin() -> Path | None:
@@ -115,8 +125,10 @@ class EmbeddedBroker:
             f"pid_file {d / 'mosquitto.pid'}\n"
             "persistence true\n"
             f"persistence_location {d / 'data'}/\n"
-            # 0 = no limit: a gateway that is down must find every alarm queued when it comes back.
+            # No count limit: a gateway that is down must find every alarm queued when it comes back; the
+            # byte bound keeps a flood from taking the broker's memory.
             "max_queued_messages 0\n"
+            f"max_queued_bytes {MAX_QUEUED_BYTES}\n"
             "max_connections -1\n"
             "autosave_interval 10\n"
             # Started as root, Mosquitto would switch to the 'mosquitto' user and lose access to these

@@ -22,7 +22,7 @@ from messaging.accounts import BrokerAdminError, DynsecAccounts, verify_mosquitt
 from messaging.mqtt import MqttConfig
 from storage.db import SessionFactory
 from storage.models import Client, Device
-from storage.registry import add_client, add_device, add_user, broker_client_id
+from storage.registry import add_client, add_device, add_user, broker_logins
 
 from .settings import Settings
 
@@ -91,7 +91,11 @@ def start_demo(sessions: SessionFactory, settings: Settings, now_ms: int) -> boo
         )
         try:
             broker.put_many(
-                [(c.device_id, c.password, broker_client_id(c.device_id, c.kind)) for c in seed.issued]
+                [
+                    (username, c.password, client_id)
+                    for c in seed.issued
+                    for username, client_id in broker_logins(c.device_id, c.kind)
+                ]
             )
         except BrokerAdminError as exc:
             print(

@@ -42,6 +42,7 @@ from storage.registry import (
     RegistryError,
     add_device,
     broker_client_id,
+    broker_logins,
     decommission_device,
     rotate_device_password,
 )
@@ -101,7 +102,10 @@ class DeviceCredentials(DeviceChange):
     """The device's broker credentials: the password is in this answer only (only its hash is kept)."""
 
     mqtt_username: str
-    mqtt_client_id: str | None  # None: any
+    mqtt_client_id: str | None  # the device's own login is tied to this client id
+    # Further logins with the same password, each tied to its user name as client id (a video tablet's
+    # endpoint: "{id}/video"; docs/protocol.md §1).
+    mqtt_other_logins: list[str] = []
     password: str
 
 
@@ -121,7 +125,8 @@ def _device_view(device: Device) -> dict[str, Any]:
 def _credentials_view(device: Device, password: str) -> dict[str, Any]:
     return {
         "mqtt_username": device.id,
-        "mqtt_client_id": broker_client_id(device.id, device.kind),  # None: any
+        "mqtt_client_id": broker_client_id(device.id, device.kind),
+        "mqtt_other_logins": [name for name, _ in broker_logins(device.id, device.kind)[1:]],
         "password": password,
     }
 
@@ -158,11 +163,13 @@ def provision_device(body: DeviceBody, ctx: Ctx, _user: Admin) -> dict[str, Any]
             now_ms=ctx.clock_ms(),
         )
         view = {**_device_view(device), **_credentials_view(device, password)}
-    client_id = view["mqtt_client_id"]
-    broker = _tell_broker(
-        ctx, f"new device {device.id}", lambda b: b.put(device.id, password, client_id=client_id)
-    )
-    return {**view, **broker}
+        logins = broker_logins(device.id, device.kind)
+
+    def put(b: DeviceAccounts) -> None:
+        for username, client_id in logins:
+            b.put(username, password, client_id=client_id)
+
+    return {**view, **_tell_broker(ctx, f"new device {device.id}", put)}
 
 
 @router.post("/api/manage/devices/{device_id}/rotate", response_model=DeviceCredentials)
@@ -176,13 +183,13 @@ def rotate_device(device_id: DeviceId, ctx: Ctx, _user: Admin) -> dict[str, Any]
         except RegistryError as exc:  # it exists (above): the registry refuses a decommissioned one
             raise Conflict(str(exc)) from None
         view = {**_device_view(device), **_credentials_view(device, password)}
-    client_id = view["mqtt_client_id"]
-    broker = _tell_broker(
-        ctx,
-        f"the new password of {device_id}",
-        lambda b: b.set_password(device_id, password, client_id=client_id),
-    )
-    return {**view, **broker}
+        logins = broker_logins(device.id, device.kind)
+
+    def rotate(b: DeviceAccounts) -> None:
+        for username, client_id in logins:
+            b.set_password(username, password, client_id=client_id)
+
+    return {**view, **_tell_broker(ctx, f"the new password of {device_id}", rotate)}
 
 
 @router.delete("/api/manage/devices/{device_id}", response_model=DeviceChange)
@@ -196,9 +203,15 @@ def decommission(device_id: DeviceId, ctx: Ctx, _user: Manager) -> dict[str, Any
         device, _now = decommission_device(session, device_id=device_id, now_ms=ctx.clock_ms())
         closed = resolve_device_alerts(session, device_id, ctx.clock_ms())
         view = _device_view(device)
+        logins = broker_logins(device.id, device.kind)
     if closed:
         ctx.notify_alerts()
-    return {**view, **_tell_broker(ctx, f"the removal of {device_id}", lambda b: b.revoke(device_id))}
+
+    def revoke(b: DeviceAccounts) -> None:
+        for username, _client_id in logins:
+            b.revoke(username)
+
+    return {**view, **_tell_broker(ctx, f"the removal of {device_id}", revoke)}
 
 
 # -- medication schedules -----------------------------------------------------------------------------

@@ -5,8 +5,10 @@ and client ids while it runs. The database is the source of truth (``devices.mqt
 Mosquitto ``$7$`` PBKDF2-SHA512 hash):
 
 - at start, the embedded broker (``carealarm.broker``) loads ``dynamic-security.json`` written from the
-  database (:func:`dynsec_config`): the service account as the plugin's admin, and per device a client (tied
-  to its one client id) with a role of its own that confines it to its own topic tree (docs/protocol.md §1);
+  database (:func:`dynsec_config`): the service account as the plugin's admin, and per device a client per
+  login (each tied to one client id, its user name) with a role of its own that confines it to its own topic
+  tree (docs/protocol.md §1). A video tablet has two logins: its id, and ``{id}/video`` for its video
+  endpoint (:func:`video_login`);
 - at run time, whichever process provisions, rotates or removes a device (central's admin API, the
   command line) tells the broker over ``$CONTROL/dynamic-security/v1`` as the service account
   (:class:`DynsecAccounts`) and waits for the plugin's answer. So a change takes effect at once whether
@@ -47,6 +49,7 @@ __all__ = [
     "MAX_PACKET_SIZE",
     "SERVICE_ROLE",
     "SERVICE_USER",
+    "VIDEO_LOGIN_SUFFIX",
     "BrokerAdminError",
     "BrokerError",
     "BrokerUnreachable",
@@ -55,9 +58,11 @@ __all__ = [
     "device_role",
     "dynsec_config",
     "dynsec_password",
+    "login_owner",
     "mosquitto_hash",
     "service_password",
     "verify_mosquitto_hash",
+    "video_login",
 ]
 
 log = logging.getLogger(__name__)
@@ -65,6 +70,10 @@ log = logging.getLogger(__name__)
 SERVICE_USER = "carealarm"
 SERVICE_ROLE = "carealarm-service"
 _DEVICE_ROLE = "carealarm-device-"
+# A video tablet's second login, for its video endpoint: ``{device id}/video``. A device id never holds a
+# '/' (storage.registry), so this name can be no device's id nor a service's (carealarm…), and its owner
+# is read back from it without doubt (:func:`login_owner`).
+VIDEO_LOGIN_SUFFIX = "/video"
 CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
 _RESPONSE_TOPIC = f"{CONTROL_TOPIC}/response"
 # Mosquitto 2's own default iteration count for ``$7$`` (PBKDF2-SHA512) hashes. Every device CONNECT
@@ -149,19 +158,37 @@ def service_password(broker_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def video_login(device_id: str) -> str:
+    """The user name (and client id) of a video tablet's video endpoint."""
+    return device_id + VIDEO_LOGIN_SUFFIX
+
+
+def login_owner(username: str) -> str:
+    """The device a broker login belongs to: ``x`` for ``x/video``, else the user name itself."""
+    return username.removesuffix(VIDEO_LOGIN_SUFFIX)
+
+
 @dataclass(frozen=True, slots=True)
 class DeviceAccount:
     """What the broker must know of one device.
 
-    ``client_id`` is the one MQTT client id the device may connect with (None: any). ``disabled`` refuses
-    it whatever it presents (a decommissioned device). A bare ``(device_id, password_hash)`` pair, as tests
-    and tools pass, stands for an enabled account tied to no client id.
+    ``client_id`` is the one MQTT client id the device may connect with (None: any). ``logins``, when
+    given, replaces ``(device_id, client_id)``: every (user name, client id) the device connects as, each
+    with the same password and the device's role (a video tablet: its id, and :func:`video_login`).
+    ``disabled`` refuses every login whatever it presents (a decommissioned device). A bare
+    ``(device_id, password_hash)`` pair, as tests and tools pass, stands for an enabled account tied to no
+    client id.
     """
 
     device_id: str
     password_hash: str = ""
     client_id: str | None = None
     disabled: bool = False
+    logins: tuple[tuple[str, str | None], ...] = ()
+
+    def all_logins(self) -> tuple[tuple[str, str | None], ...]:
+        """Every (user name, client id) of the device."""
+        return self.logins or ((self.device_id, self.client_id),)
 
 
 def dynsec_password(pw_hash: str) -> dict[str, Any]:
@@ -229,18 +256,23 @@ def dynsec_config(service_hash: str, accounts: Iterable[DeviceAccount | tuple[st
             log.error("broker: a device may not be called %s; it is left out", SERVICE_USER)
             continue
         if account.disabled:
-            clients.append({"username": account.device_id, "disabled": True, "roles": []})
+            clients += [{"username": name, "disabled": True, "roles": []} for name, _ in account.all_logins()]
             continue
-        entry: dict[str, Any] = {"username": account.device_id}
         try:
-            entry.update(dynsec_password(account.password_hash))
+            password = dynsec_password(account.password_hash)
         except ValueError as exc:  # the device is refused, and says why in the log
             log.error("broker: device %s cannot connect: its password hash is %s", account.device_id, exc)
-        if account.client_id:
-            entry["clientid"] = account.client_id
+            password = {}
         role = device_role(account.device_id)
-        entry["roles"] = [{"rolename": role["rolename"]}]
-        clients.append(entry)
+        for username, client_id in account.all_logins():
+            entry: dict[str, Any] = {
+                "username": username,
+                **password,
+                "roles": [{"rolename": role["rolename"]}],
+            }
+            if client_id:
+                entry["clientid"] = client_id
+            clients.append(entry)
         roles.append(role)
     return {"defaultACLAccess": dict(_DEFAULT_ACCESS), "clients": clients, "groups": [], "roles": roles}
 
@@ -259,18 +291,19 @@ class DynsecAccounts:
         self.timeout_s = timeout_s
 
     def put(self, device_id: str, password: str, *, client_id: str | None) -> None:
-        """Let the device connect with ``password`` (and only ``client_id``, if given) from now on."""
+        """Let the login ``device_id`` (a device id, or a :func:`video_login`) connect with ``password`` (and
+        only ``client_id``, if given) from now on, with its device's role."""
         self.put_many([(device_id, password, client_id)])
 
     def put_many(self, devices: Sequence[tuple[str, str, str | None]]) -> None:
-        """Create each device's role and client; a client the broker knows already is set to this password,
-        client id and role and enabled (a connected one is disconnected)."""
+        """Create each login's device role and client; a client the broker knows already is set to this
+        password, client id and role and enabled (a connected one is disconnected)."""
         commands: list[dict[str, Any]] = []
-        for device_id, password, client_id in devices:
-            role = device_role(device_id)
+        for username, password, client_id in devices:
+            role = device_role(login_owner(username))
             client: dict[str, Any] = {
                 "command": "createClient",
-                "username": device_id,
+                "username": username,
                 "password": password,
                 "roles": [{"rolename": role["rolename"]}],
             }
@@ -279,7 +312,7 @@ class DynsecAccounts:
             commands += [{"command": "createRole", **role}, client]
         answers = self.run(commands)
         again: list[dict[str, Any]] = []
-        for (device_id, password, client_id), (role_answer, client_answer) in zip(
+        for (username, password, client_id), (role_answer, client_answer) in zip(
             devices, zip(answers[::2], answers[1::2], strict=True), strict=True
         ):
             _check(role_answer, allowed={"Role already exists"})
@@ -287,12 +320,12 @@ class DynsecAccounts:
                 again += [
                     {
                         "command": "modifyClient",
-                        "username": device_id,
+                        "username": username,
                         "password": password,
                         "clientid": client_id or "",  # "" unties it
-                        "roles": [{"rolename": _DEVICE_ROLE + device_id}],
+                        "roles": [{"rolename": _DEVICE_ROLE + login_owner(username)}],
                     },
-                    {"command": "enableClient", "username": device_id},
+                    {"command": "enableClient", "username": username},
                 ]
             else:
                 _check(client_answer)
@@ -300,9 +333,8 @@ class DynsecAccounts:
             _check(answer)
 
     def set_password(self, device_id: str, password: str, *, client_id: str | None) -> None:
-        """Rotate: the broker refuses the old password from now on and disconnects a connected device.
-
-        A device the broker does not know (it missed the provisioning) is created.
+        """Rotate the login ``device_id``: the broker refuses its old password from now on and disconnects
+        it if connected. A login the broker does not know (it missed the provisioning) is created.
         """
         (answer,) = self.run([{"command": "setClientPassword", "username": device_id, "password": password}])
         if answer.get("error") == "Client not found":
@@ -311,7 +343,7 @@ class DynsecAccounts:
         _check(answer)
 
     def revoke(self, device_id: str) -> None:
-        """Refuse the device from now on, whatever it presents; a connected one is disconnected.
+        """Refuse the login ``device_id`` from now on, whatever it presents; a connected one is disconnected.
 
         Its client is disabled rather than deleted: a deleted one would leave the decision to whatever else
         the broker checks (a password file beside the plugin), a disabled one is refused by the plugin. Its

@@ -12,7 +12,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from messaging.accounts import SERVICE_USER, DeviceAccount, mosquitto_hash
+from messaging.accounts import SERVICE_USER, DeviceAccount, mosquitto_hash, video_login
 
 from .models import Client, Device, User
 
@@ -24,12 +24,15 @@ __all__ = [
     "add_user",
     "broker_accounts",
     "broker_client_id",
+    "broker_logins",
     "decommission_device",
     "device_password_hashes",
     "rotate_device_password",
 ]
 
 DEVICE_KINDS = ("alarm_button", "dispenser", "video")
+# No '/' in an id: a video tablet's second broker login is ``{id}/video`` (messaging.accounts.video_login),
+# which therefore can never be another device's id.
 _DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 
@@ -112,14 +115,23 @@ def decommission_device(session: Session, *, device_id: str, now_ms: int) -> tup
     return device, True
 
 
-def broker_client_id(device_id: str, kind: str) -> str | None:
-    """The one MQTT client id the broker lets the device use: its id, so no device can take another's
-    session (nor a service connection's).
+def broker_client_id(device_id: str, kind: str) -> str:
+    """The one MQTT client id the broker lets the device's own login use: its id, so no device can take
+    another's session (nor a service connection's)."""
+    del kind  # every kind alike; a video tablet's endpoint has a login of its own (broker_logins)
+    return device_id
 
-    None (any client id) for a video tablet: its video endpoint connects a second time with the same account
-    as ``{id}-video`` (devices/video/runtime.py), and the plugin ties an account to one client id only.
+
+def broker_logins(device_id: str, kind: str) -> list[tuple[str, str]]:
+    """Every (user name, client id) the device connects to the broker as, all with its one password.
+
+    Each login is tied to its user name as client id: one session per login, and no login can take over
+    another's. A video tablet has a second one for its video endpoint (devices/video/runtime.py).
     """
-    return None if kind == "video" else device_id
+    logins = [(device_id, broker_client_id(device_id, kind))]
+    if kind == "video":
+        logins.append((video_login(device_id), video_login(device_id)))
+    return logins
 
 
 def broker_accounts(session: Session) -> list[DeviceAccount]:
@@ -132,9 +144,12 @@ def broker_accounts(session: Session) -> list[DeviceAccount]:
         )
     ):
         if decommissioned_ms is not None:
-            accounts.append(DeviceAccount(device_id, disabled=True))
+            accounts.append(
+                DeviceAccount(device_id, disabled=True, logins=tuple(broker_logins(device_id, kind)))
+            )
         elif pw_hash:
-            accounts.append(DeviceAccount(device_id, pw_hash, broker_client_id(device_id, kind)))
+            logins = tuple(broker_logins(device_id, kind))
+            accounts.append(DeviceAccount(device_id, pw_hash, device_id, logins=logins))
     return accounts
 
 

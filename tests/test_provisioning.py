@@ -193,7 +193,7 @@ def test_api_provisioning_holds_at_once_with_the_components_apart(tmp_path: Path
             "--role",
             "admin",
             "--password-stdin",
-            stdin="adm-pw-123\n",
+            stdin="quiet-harbour-lantern-7\n",
         ).returncode
         == 0
     )
@@ -214,7 +214,7 @@ def test_api_provisioning_holds_at_once_with_the_components_apart(tmp_path: Path
             with opener.open(request, timeout=30) as response:
                 return dict(json.loads(response.read()))
 
-        call("POST", "/api/session", {"username": "adm", "password": "adm-pw-123"})
+        call("POST", "/api/session", {"username": "adm", "password": "quiet-harbour-lantern-7"})
         device = call(
             "POST", "/api/manage/devices", {"device_id": "btn-apart", "client_id": 1, "kind": "alarm_button"}
         )
@@ -530,3 +530,119 @@ def test_oversized_packet_is_refused_at_the_broker(embedded_broker: EmbeddedBrok
     finally:
         link.close()
         service.close()
+
+
+# -- device identity: every login tied to one client id (issue #13) -------------------------------------
+
+
+def test_a_tablet_cannot_take_the_gateways_or_another_devices_session(
+    api: TestClient, embedded_broker: EmbeddedBroker
+) -> None:
+    """A video tablet's credentials are refused under the gateway's client id, another device's id or any
+    id but its own, and the device that owns the id stays connected (no kick, no false offline)."""
+    tablet = _provision(api, "tab-1", kind="video")
+    button = _provision(api, "btn-1")
+    owner = DeviceLink(embedded_broker.port, "btn-1", button)
+    try:
+        wait_for(lambda: owner.accepted == 1, 5, what="btn-1's connection")
+        for client_id in ("carealarm-gateway-gw1-alarms", "btn-1", "tab-1-video", "tab-1/video", "tab-2"):
+            assert not _device_probe(embedded_broker.port, "tab-1", tablet, client_id=client_id), client_id
+        assert _device_probe(embedded_broker.port, "tab-1", tablet)
+        time.sleep(0.3)
+        assert (owner.accepted, owner.disconnects) == (1, 0)
+    finally:
+        owner.close()
+
+
+def test_a_tablet_holds_one_session_per_login(api: TestClient, embedded_broker: EmbeddedBroker) -> None:
+    """The tablet's credentials hold one broker session per login: a second connection under any other
+    client id is refused, and one under the same id takes the session over (the first is disconnected)."""
+    tablet = _provision(api, "tab-1", kind="video")
+    first = DeviceLink(embedded_broker.port, "tab-1", tablet)
+    try:
+        wait_for(lambda: first.accepted == 1, 5, what="the tablet's connection")
+        assert not _device_probe(embedded_broker.port, "tab-1", tablet, client_id="tab-1-second")
+        assert (first.accepted, first.disconnects) == (1, 0)
+        assert _device_probe(embedded_broker.port, "tab-1", tablet)  # the same client id: a takeover
+        wait_for(lambda: first.disconnects >= 1, 5, what="the first connection to be taken over")
+    finally:
+        first.close()
+
+
+def test_a_tablets_video_login_is_tied_to_its_own_client_id(
+    api: TestClient, embedded_broker: EmbeddedBroker
+) -> None:
+    """Provisioning a tablet gives its video endpoint a login of its own, `{id}/video` with the same
+    password, tied to that client id; a button gets no such login."""
+    response = api.post(
+        "/api/manage/devices",
+        json={
+            "device_id": "tab-v",
+            "client_id": api.get("/api/manage/clients").json()[0]["id"],
+            "kind": "video",
+        },
+    )
+    body = response.json()
+    assert (body["mqtt_username"], body["mqtt_client_id"], body["mqtt_other_logins"]) == (
+        "tab-v",
+        "tab-v",
+        ["tab-v/video"],
+    )
+    port, password = embedded_broker.port, body["password"]
+    assert _device_probe(port, "tab-v/video", password)
+    for client_id in ("tab-v", "tab-v-video", "carealarm-gateway-gw1-alarms"):
+        assert not _device_probe(port, "tab-v/video", password, client_id=client_id), client_id
+    button = _provision(api, "btn-v")
+    assert not _device_probe(port, "btn-v/video", button)
+
+
+def test_rotation_and_removal_hold_for_the_video_login_too(
+    api: TestClient, embedded_broker: EmbeddedBroker
+) -> None:
+    """A tablet's rotation refuses the old password on both its logins at once, and its removal refuses
+    both."""
+    port = embedded_broker.port
+    old = _provision(api, "tab-r", kind="video")
+    rotated = api.post("/api/manage/devices/tab-r/rotate").json()
+    assert rotated["broker_updated"] is True, rotated
+    new = rotated["password"]
+    for login in ("tab-r", "tab-r/video"):
+        assert not _device_probe(port, login, old), login
+        assert _device_probe(port, login, new), login
+    assert api.delete("/api/manage/devices/tab-r").json()["broker_updated"] is True
+    for login in ("tab-r", "tab-r/video"):
+        assert not _device_probe(port, login, new), login
+
+
+def test_cli_gives_a_tablet_both_logins_and_takes_both_away(
+    embedded_broker: EmbeddedBroker, tmp_path: Path
+) -> None:
+    """`carealarm devices add|rotate|remove` for a tablet hold on both logins at an external broker."""
+    env = {"CAREALARM_DATA_DIR": str(tmp_path / "var"), "CAREALARM_MQTT_URL": embedded_broker.url}
+    port = embedded_broker.port
+    assert _cli(env, "clients", "add", "--name", "Dhr. Beeld").returncode == 0
+    added = _cli(env, "devices", "add", "tab-c", "--client", "1", "--kind", "video")
+    assert added.returncode == 0 and "client id tab-c/video" in added.stdout, added.stderr
+    first = next(line.split()[2] for line in added.stdout.splitlines() if line.startswith("MQTT password:"))
+    assert _device_probe(port, "tab-c/video", first) and _device_probe(port, "tab-c", first)
+    rotated = _cli(env, "devices", "rotate", "tab-c")
+    assert rotated.returncode == 0, rotated.stderr
+    second = rotated.stdout.split("new MQTT password ")[1].split()[0]
+    assert not _device_probe(port, "tab-c/video", first)
+    assert _device_probe(port, "tab-c/video", second)
+    assert _cli(env, "devices", "remove", "tab-c").returncode == 0
+    assert not _device_probe(port, "tab-c/video", second) and not _device_probe(port, "tab-c", second)
+
+
+def test_no_device_id_can_be_a_video_login(api: TestClient, tmp_path: Path) -> None:
+    """A device id may not hold '/', so no device can be called like a tablet's video login (`x/video`):
+    the API and the command line refuse it with a reason."""
+    cid = api.get("/api/manage/clients").json()[0]["id"]
+    refused = api.post(
+        "/api/manage/devices", json={"device_id": "tab-1/video", "client_id": cid, "kind": "video"}
+    )
+    assert refused.status_code == 422, refused.text
+    env = {"CAREALARM_DATA_DIR": str(tmp_path / "var")}
+    assert _cli(env, "clients", "add", "--name", "Dhr. Naam").returncode == 0
+    cli = _cli(env, "devices", "add", "tab-1/video", "--client", "1", "--kind", "alarm_button")
+    assert cli.returncode == 1 and "device id must be" in cli.stderr, cli.stderr

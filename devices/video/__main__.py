@@ -30,7 +30,7 @@ def _print(name: str, data: dict[str, Any]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devices.video", description=__doc__)
     parser.add_argument("--device-id", required=True)
-    parser.add_argument("--password", required=True)
+    parser.add_argument("--password", required=True, help="the device's password (logs in as {id}/video)")
     parser.add_argument("--mqtt-url", required=True, help="mqtt://host:port of the broker")
     parser.add_argument("--central-url", required=True, help="http://host:port of central")
     parser.add_argument("--no-auto-answer", action="store_true", help="always wait for the answer button")

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
 
+from messaging.accounts import video_login
 from messaging.mqtt import MqttConfig, make_client
 from protocol.v1 import CommandAck, ProtocolError, Status, command_topic, decode_command, encode
 
@@ -31,7 +32,11 @@ T = TypeVar("T")
 
 
 class VideoDevice:
-    """A video endpoint on its own loop thread, rung over MQTT with the device's own credentials."""
+    """A video endpoint on its own loop thread, rung over MQTT with the device's own password.
+
+    Its broker login is the tablet's second one, ``{id}/video``, tied to that client id (docs/protocol.md
+    §1): the tablet's own connection (heartbeats, alarms) keeps the device id.
+    """
 
     def __init__(
         self,
@@ -47,8 +52,9 @@ class VideoDevice:
         self.connected = threading.Event()
         self._client: paho.Client | None = None
         if broker is not None:
-            cfg = MqttConfig(broker.host, broker.port, config.device_id, config.password, broker.tls)
-            client, self._props = make_client(cfg, f"{config.device_id}-video")
+            login = video_login(config.device_id)
+            cfg = MqttConfig(broker.host, broker.port, login, config.password, broker.tls, broker.ca_file)
+            client, self._props = make_client(cfg, login)
             status_topic, offline = encode(Status(config.device_id, online=False))
             client.will_set(status_topic, offline, qos=1, retain=True)
             client.on_connect = self._on_connect
