@@ -49,7 +49,7 @@ from storage.registry import (
     add_device,
     add_user,
     broker_accounts,
-    broker_client_id,
+    broker_logins,
     decommission_device,
     rotate_device_password,
 )
@@ -291,13 +291,14 @@ def _devices(args: argparse.Namespace, settings: Settings, sessions: SessionFact
                     label=args.label,
                     now_ms=now_ms,
                 )
-                client_id = broker_client_id(device.id, device.kind)
-            print(f"device {device.id} provisioned for client {device.client_id}")
+                logins = broker_logins(device.id, device.kind)
+            print(f"device {device.id} provisioned for client {device.client_id}; MQTT client id {device.id}")
             print(f"MQTT user name: {device.id}\nMQTT password:  {password}   (shown once; keep it safe)")
-            print(f"MQTT client id: {client_id or 'any'}")
+            for username, _ in logins[1:]:
+                print(f"its video endpoint: MQTT user name and client id {username}, the same password")
             return _tell_broker(
                 settings,
-                lambda: broker.put(device.id, password, client_id=client_id),
+                lambda: broker.put_many([(name, password, client_id) for name, client_id in logins]),
                 f"the broker lets {device.id} in now",
                 f"once the broker answers, `carealarm devices rotate {device.id}` gives the device a "
                 "password the broker knows too",
@@ -319,12 +320,7 @@ def _devices(args: argparse.Namespace, settings: Settings, sessions: SessionFact
             for device, password, _name in rotated:
                 code |= _tell_broker(
                     settings,
-                    partial(
-                        broker.set_password,
-                        device.id,
-                        password,
-                        client_id=broker_client_id(device.id, device.kind),
-                    ),
+                    partial(_rotate, broker, broker_logins(device.id, device.kind), password),
                     f"the broker refuses the old password of {device.id} from now on",
                     f"the broker still takes the old password of {device.id}: rotate it again once the "
                     "broker answers",
@@ -339,7 +335,7 @@ def _devices(args: argparse.Namespace, settings: Settings, sessions: SessionFact
         )
         return _tell_broker(
             settings,
-            lambda: broker.revoke(device.id),
+            partial(_revoke, broker, broker_logins(device.id, device.kind)),
             f"the broker refuses {device.id} from now on (a connected one was disconnected)",
             f"the broker still lets {device.id} in: run `carealarm devices remove {device.id}` again once it "
             "answers",
@@ -357,6 +353,16 @@ def _service_mqtt(settings: Settings) -> MqttConfig:
     return MqttConfig(
         "127.0.0.1", settings.embedded_mqtt_port, SERVICE_USER, service_password(settings.broker_dir)
     )
+
+
+def _rotate(broker: DynsecAccounts, logins: list[tuple[str, str]], password: str) -> None:
+    for username, client_id in logins:  # a video tablet has two logins, one password
+        broker.set_password(username, password, client_id=client_id)
+
+
+def _revoke(broker: DynsecAccounts, logins: list[tuple[str, str]]) -> None:
+    for username, _client_id in logins:
+        broker.revoke(username)
 
 
 def _tell_broker(settings: Settings, change: Callable[[], None], done: str, otherwise: str) -> int:
