@@ -11,7 +11,6 @@ broker that is not running loads every device from the database when it starts. 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import re
@@ -47,7 +46,6 @@ from storage.registry import (
     RegistryError,
     add_client,
     add_device,
-    add_user,
     broker_accounts,
     broker_logins,
     decommission_device,
@@ -55,11 +53,11 @@ from storage.registry import (
 )
 
 from .settings import Settings
+from .users_cli import add_user_commands, run_users
 
 __all__ = ["ADMIN_COMMANDS", "add_admin_commands", "run_admin"]
 
 ADMIN_COMMANDS = frozenset({"clients", "devices", "users", "broker-export", "policy", "windows"})
-_ROLES = ("care_nurse", "district_nurse", "supervisor", "admin")
 _DURATION = re.compile(r"(\d{1,6})([mhd])")
 _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -128,21 +126,8 @@ def _add_devices(sub: _Commands) -> None:
 
 
 def _add_users(sub: _Commands) -> None:
-    """``users add``."""
-    users = sub.add_parser("users", help="manage console users", description="Manage console users.")
-    u_sub = users.add_subparsers(dest="action", required=True, metavar="ACTION")
-    u_add = u_sub.add_parser(
-        "add",
-        help="add a console user (password asked, or read from stdin)",
-        description="Add a console user. The password is asked twice, or read from "
-        "standard input with --password-stdin.",
-    )
-    u_add.add_argument("username")
-    u_add.add_argument("--name", required=True, help="display name")
-    u_add.add_argument("--role", required=True, choices=_ROLES)
-    u_add.add_argument("--district", default="", help="the district nurse's district or team")
-    u_add.add_argument("--email", default=None)
-    u_add.add_argument("--password-stdin", action="store_true")
+    """``users add|deactivate|activate|reset-password`` (:mod:`carealarm.users_cli`)."""
+    add_user_commands(sub)
 
 
 def _add_policy(sub: _Commands) -> None:
@@ -237,20 +222,7 @@ def run_admin(args: argparse.Namespace, settings: Settings) -> int:
             elif args.command == "windows":
                 _windows(session, args, now_ms, ZoneInfo(settings.timezone))
             elif args.command == "users":
-                password = _read_password(args.password_stdin)
-                from central.auth import hash_password
-
-                user = add_user(
-                    session,
-                    username=args.username,
-                    display_name=args.name,
-                    role=args.role,
-                    password_hash=hash_password(password),
-                    district=args.district,
-                    now_ms=now_ms,
-                )
-                user.email = args.email
-                print(f"user {user.username} ({user.role}) added")
+                run_users(session, args, now_ms)
             accounts = broker_accounts(session)
     except (RegistryError, PolicyError, WindowError) as exc:
         print(f"carealarm: {exc}", file=sys.stderr)
@@ -486,15 +458,3 @@ def _window_line(info: WindowInfo, tz: ZoneInfo) -> str:
         f"window {info.id} [{info.state}] {what}client {info.client_id} ({info.client_name}): "
         f"{at(info.starts_ms)} to {at(info.ends_ms)}, {info.reason}; {info.suppressed} alerts held back"
     )
-
-
-def _read_password(from_stdin: bool) -> str:
-    if from_stdin:
-        password = sys.stdin.readline().rstrip("\n")
-    else:
-        password = getpass.getpass("password: ")
-        if getpass.getpass("again: ") != password:
-            raise RegistryError("the passwords differ")
-    if len(password) < 10:
-        raise RegistryError("a console password needs at least 10 characters")
-    return password

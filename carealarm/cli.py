@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings()
     except ValidationError as exc:
-        print(f"carealarm: configuration error:\n{exc}", file=sys.stderr)
+        print(f"carealarm: configuration error:\n{_problems(exc)}", file=sys.stderr)
         return 2
 
     if args.command == "db":
@@ -186,6 +186,16 @@ def main(argv: list[str] | None = None) -> int:
         options = RunOptions(components=frozenset({args.command}))
     asyncio.run(run(settings, options))
     return 0
+
+
+def _problems(exc: ValidationError) -> str:
+    """Each setting's problem by name and message, never the values given (they may be secrets)."""
+    lines = []
+    for error in exc.errors(include_input=False, include_url=False, include_context=False):
+        where = ".".join(str(part) for part in error["loc"])
+        name = f"{where} (CAREALARM_{where.split('.')[0].upper()})" if where else "settings"
+        lines.append(f"  {name}: {error['msg']}")
+    return "\n".join(lines)
 
 
 def _broker(settings: Settings) -> int:

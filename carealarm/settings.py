@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
     # Where devices reach central, sent in each ring; empty: http://{http_host}:{http_port}.
     public_url: str = ""
+    # Origins besides the one a request was sent to (and public_url) that may send state-changing requests
+    # and open WebSockets, e.g. ["https://care.example.org"] (central.hardening).
+    allowed_origins: list[str] = Field(default_factory=list)
+    # The bearer token of /metrics in production (empty there: no /metrics at all); open in development.
+    metrics_token: str = ""
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
@@ -76,6 +81,8 @@ class Settings(BaseSettings):
                 raise ValueError("CAREALARM_SECRET_KEY must be set to 32+ random characters in production")
             if not self.database_url or not self.mqtt_url:
                 raise ValueError("production needs CAREALARM_DATABASE_URL and CAREALARM_MQTT_URL")
+            if self.metrics_token and len(self.metrics_token) < 32:
+                raise ValueError("CAREALARM_METRICS_TOKEN must be 32+ random characters")
         return self
 
     @model_validator(mode="after")

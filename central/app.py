@@ -2,7 +2,9 @@
 
 Nothing is built at import time. The app keeps the context as ``app.state.ctx`` (routes read it through
 ``central.deps.Ctx``), runs the live feed, the watchdog and the calls hub while it serves, and turns every
-domain error into its HTTP answer in one place (:mod:`central.errors`).
+domain error into its HTTP answer in one place (:mod:`central.errors`). In front of everything sits
+:class:`central.hardening.HardeningMiddleware` (security headers, the Origin check, the /metrics gate),
+configured by the :class:`~central.hardening.WebSecurity` handed to :func:`create_app`.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ from .calls.ring import RingPublisher
 from .calls.signalling import CallHub, CallRefused
 from .context import CentralContext
 from .errors import DOMAIN_STATUS, CentralError, detail_of, status_of
+from .hardening import HardeningMiddleware, WebSecurity
 
-__all__ = ["CentralContext", "create_app"]
+__all__ = ["CentralContext", "WebSecurity", "create_app"]
 
 _STATIC = Path(__file__).parent / "static"
 
@@ -64,8 +67,11 @@ async def _calls(ctx: CentralContext) -> AsyncIterator[None]:
             publisher.stop()
 
 
-def create_app(ctx: CentralContext) -> FastAPI:
-    """Build the FastAPI app; its lifespan runs the live feed, the watchdog and the calls."""
+def create_app(ctx: CentralContext, *, security: WebSecurity | None = None) -> FastAPI:
+    """Build the FastAPI app; its lifespan runs the live feed, the watchdog and the calls.
+
+    ``security``: production, the /metrics token and the allowed origins (default: development).
+    """
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -90,6 +96,7 @@ def create_app(ctx: CentralContext) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.ctx = ctx
+    app.add_middleware(HardeningMiddleware, security=security or WebSecurity())
     for errors in (CentralError, CallRefused, *DOMAIN_STATUS):
         app.add_exception_handler(errors, _answer)
     for module in (

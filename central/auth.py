@@ -1,12 +1,10 @@
-"""Sign-in: argon2 password hashes, server-side sessions behind an HttpOnly cookie, and a failure limit."""
+"""Sign-in: argon2 password hashes, server-side sessions behind an HttpOnly cookie, failure limits
+(:mod:`central.signin_limits`), and what ends a user's sessions: deactivation and a password reset."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from argon2 import PasswordHasher
@@ -16,14 +14,20 @@ from sqlalchemy.orm import Session
 
 from storage.models import User, UserSession
 
+from .signin_limits import FailureLimiter
+
 __all__ = [
     "COOKIE_NAME",
     "ROLES",
     "FailureLimiter",
     "SignedInUser",
     "create_session",
+    "disable_user",
+    "enable_user",
     "end_session",
     "hash_password",
+    "reset_password",
+    "revoke_sessions",
     "user_for_token",
     "verify_password",
 ]
@@ -55,7 +59,8 @@ def verify_password(session: Session, username: str, password: str) -> SignedInU
         _hasher.verify(user.password_hash if user else _DUMMY_HASH, password)
     except (VerificationError, InvalidHashError):
         return None
-    return _signed_in(user) if user else None
+    # A deactivated user's right password still signs nobody in (checked after the hash: same timing).
+    return _signed_in(user) if user and user.disabled_ms is None else None
 
 
 def create_session(session: Session, user_id: int, now_ms: int, hours: float) -> str:
@@ -80,38 +85,37 @@ def user_for_token(session: Session, token: str, now_ms: int) -> SignedInUser | 
     row = session.execute(
         select(User)
         .join(UserSession, UserSession.user_id == User.id)
-        .where(UserSession.token_hash == _digest(token), UserSession.expires_ms > now_ms)
+        .where(
+            UserSession.token_hash == _digest(token),
+            UserSession.expires_ms > now_ms,
+            User.disabled_ms.is_(None),
+        )
     ).scalar_one_or_none()
     return _signed_in(row) if row else None
 
 
-class FailureLimiter:
-    """Refuse sign-in for a name after ``limit`` failures within ``window_s`` (memory only, per process)."""
+def revoke_sessions(session: Session, user_id: int) -> int:
+    """End every session of a user at once; return how many there were."""
+    result = session.execute(delete(UserSession).where(UserSession.user_id == user_id))
+    return int(getattr(result, "rowcount", 0) or 0)
 
-    def __init__(
-        self, limit: int = 5, window_s: float = 300.0, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._limit = limit
-        self._window_s = window_s
-        self._clock = clock
-        self._failures: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
 
-    def blocked(self, username: str) -> bool:
-        with self._lock:
-            return len(self._recent(username)) >= self._limit
+def disable_user(session: Session, user: User, now_ms: int) -> int:
+    """Deactivate a user: sign-in is refused and every session ends now; return the sessions ended."""
+    if user.disabled_ms is None:
+        user.disabled_ms = now_ms
+    return revoke_sessions(session, user.id)
 
-    def fail(self, username: str) -> None:
-        with self._lock:
-            self._failures[username] = [*self._recent(username), self._clock()]
 
-    def succeed(self, username: str) -> None:
-        with self._lock:
-            self._failures.pop(username, None)
+def enable_user(user: User) -> None:
+    """Let a deactivated user sign in again (with the password they had, or a reset one)."""
+    user.disabled_ms = None
 
-    def _recent(self, username: str) -> list[float]:
-        cutoff = self._clock() - self._window_s
-        return [t for t in self._failures.get(username, []) if t > cutoff]
+
+def reset_password(session: Session, user: User, password: str) -> int:
+    """Give a user a new password (checked by the caller); every session of theirs ends now."""
+    user.password_hash = hash_password(password)
+    return revoke_sessions(session, user.id)
 
 
 def _digest(token: str) -> str:

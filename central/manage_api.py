@@ -6,8 +6,12 @@ Who may do what (the choice, and why; the rows are in :mod:`central.access`):
   devices, change medication schedules and the duty roster — the daily running of the care station, done
   by its supervisors;
 - admins only: provision devices and rotate their passwords (``device.provision``: that creates broker
-  credentials) and add users (``user.manage``: a supervisor who could add users could make themselves an
-  admin).
+  credentials) and add, deactivate and re-activate users and reset their passwords (``user.manage``: a
+  supervisor who could add users could make themselves an admin, and one who could reset passwords could
+  sign in as one).
+
+Passwords follow :func:`central.passwords.password_problem` (length, not common or breached, not the user
+name). Deactivating a user or resetting a password ends every session of that user at once.
 """
 
 from __future__ import annotations
@@ -16,24 +20,25 @@ import re
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Response
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, field_validator, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage.models import Client, DutyShift, User
 from storage.registry import add_client, add_user
 
-from .auth import ROLES, SignedInUser, hash_password
+from .auth import ROLES, SignedInUser, disable_user, enable_user, hash_password, reset_password
 from .deps import Ctx, ReadSession, require
 from .errors import NotFound, Unprocessable
 from .ids import BodyId, PathId
+from .passwords import MAX_LENGTH, MIN_LENGTH, password_problem
 
 __all__ = ["Manager", "client_or_404", "router"]
 
 router = APIRouter(tags=["management"])
 
-Manager = Annotated[SignedInUser, Depends(require("station.manage"))]
-UserAdmin = Annotated[SignedInUser, Depends(require("user.manage"))]
+Manager = Annotated[SignedInUser, Depends(require("station.manage", audit_as="station"))]
+UserAdmin = Annotated[SignedInUser, Depends(require("user.manage", audit_as="users"))]
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 # A shift longer than a day is a typo (a wrong date), not a roster.
@@ -196,7 +201,10 @@ class UserBody(BaseModel):
     role: str = Field(description=f"one of {', '.join(ROLES)}")
     district: str = Field(default="", max_length=100)
     email: str | None = Field(default=None, max_length=200)
-    password: str = Field(min_length=10, max_length=256, description="at least 10 characters")
+    password: str = Field(
+        max_length=MAX_LENGTH,
+        description=f"at least {MIN_LENGTH} characters, not a common password, not the user name",
+    )
 
     @field_validator("role")
     @classmethod
@@ -214,6 +222,20 @@ class UserBody(BaseModel):
             raise ValueError("email must look like name@example.org")
         return email
 
+    @model_validator(mode="after")
+    def _password(self) -> UserBody:
+        problem = password_problem(self.password, username=self.username)
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class PasswordBody(BaseModel):
+    password: str = Field(
+        max_length=MAX_LENGTH,
+        description=f"at least {MIN_LENGTH} characters, not a common password, not the user name",
+    )
+
 
 class UserView(BaseModel):
     id: int
@@ -222,6 +244,7 @@ class UserView(BaseModel):
     role: str
     district: str
     email: str | None
+    active: bool = Field(description="false: deactivated (cannot sign in)")
 
 
 def _user_view(user: User) -> dict[str, Any]:
@@ -232,6 +255,7 @@ def _user_view(user: User) -> dict[str, Any]:
         "role": user.role,
         "district": user.district,
         "email": user.email,
+        "active": user.disabled_ms is None,
     }
 
 
@@ -256,3 +280,42 @@ def create_user(body: UserBody, ctx: Ctx, _user: UserAdmin) -> dict[str, Any]:
         )
         user.email = body.email
         return _user_view(user)
+
+
+def _user_or_404(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user {user_id}")
+    return user
+
+
+@router.post("/api/manage/users/{user_id}/deactivate", response_model=UserView)
+def deactivate_user(user_id: PathId, ctx: Ctx, admin: UserAdmin) -> dict[str, Any]:
+    """Deactivate a user: their sign-in is refused and every session of theirs ends now."""
+    if user_id == admin.id:
+        raise Unprocessable("you cannot deactivate yourself")
+    with ctx.sessions.begin() as session:
+        user = _user_or_404(session, user_id)
+        disable_user(session, user, ctx.clock_ms())
+        return _user_view(user)
+
+
+@router.post("/api/manage/users/{user_id}/activate", response_model=UserView)
+def activate_user(user_id: PathId, ctx: Ctx, _user: UserAdmin) -> dict[str, Any]:
+    """Let a deactivated user sign in again."""
+    with ctx.sessions.begin() as session:
+        user = _user_or_404(session, user_id)
+        enable_user(user)
+        return _user_view(user)
+
+
+@router.put("/api/manage/users/{user_id}/password", status_code=204)
+def set_user_password(user_id: PathId, body: PasswordBody, ctx: Ctx, _user: UserAdmin) -> Response:
+    """Reset a user's password (tell them out of band); every session of theirs ends now."""
+    with ctx.sessions.begin() as session:
+        user = _user_or_404(session, user_id)
+        problem = password_problem(body.password, username=user.username)
+        if problem:
+            raise Unprocessable(problem)
+        reset_password(session, user, body.password)
+    return Response(status_code=204)

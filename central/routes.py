@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Cookie, Depends, HTTPException, Response, WebSocket, WebSocketDisconnect
+from fastapi import (
+    APIRouter,
+    Cookie,
+    Depends,
+    HTTPException,
+    Request,
+    Response,
+    WebSocket,
+    WebSocketDisconnect,
+)
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import text
@@ -73,18 +83,24 @@ class VisitRequest(BaseModel):
 
 
 @router.post("/api/session", response_model=Me, tags=["session"])
-def sign_in(body: Credentials, ctx: Ctx, response: Response) -> Me:
-    """Sign in; sets an HttpOnly session cookie."""
-    if ctx.limiter.blocked(body.username):
-        raise HTTPException(status_code=429, detail="too many failed sign-ins; wait five minutes")
+def sign_in(body: Credentials, ctx: Ctx, request: Request, response: Response) -> Me:
+    """Sign in; sets an HttpOnly session cookie. Failures slow further tries down (429 with Retry-After)."""
+    address = request.client.host if request.client else ""
+    wait_s = math.ceil(ctx.limiter.wait_s(body.username, address))
+    if wait_s > 0:
+        raise HTTPException(
+            status_code=429,
+            detail=f"too many failed sign-ins; try again in {wait_s} s",
+            headers={"Retry-After": str(wait_s)},
+        )
     with ctx.sessions.begin() as session:
         user = verify_password(session, body.username, body.password)
         if user is None:
-            ctx.limiter.fail(body.username)
+            ctx.limiter.fail(body.username, address)
             raise HTTPException(status_code=401, detail="unknown user name or wrong password")
         token = create_session(session, user.id, ctx.clock_ms(), ctx.session_hours)
         audit.record(session, user, "session.sign_in", now_ms=ctx.clock_ms())
-    ctx.limiter.succeed(body.username)
+    ctx.limiter.succeed(body.username, address)
     response.set_cookie(
         COOKIE_NAME,
         token,

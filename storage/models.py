@@ -108,6 +108,7 @@ class User(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     email: Mapped[str | None] = mapped_column(String(200), nullable=True)
     phone: Mapped[str | None] = mapped_column(String(50), nullable=True)
+    disabled_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)  # deactivated: no sign-in
 
 
 class UserSession(Base):
