@@ -23,6 +23,7 @@ from care.notifier import Notifier
 from central.app import CentralContext, create_app
 from central.calls.signalling import CallsConfig
 from central.feed import Broadcaster
+from central.hardening import WebSecurity
 from central.watchdog import ProbeSender, Watchdog, ensure_probe_device
 from devices.simulator.fleet import load_fleet, run_fleet
 from gateway.service import Gateway
@@ -288,8 +289,13 @@ class _Service:
             device_accounts=DynsecAccounts(self.mqtt),
             broker_supervisor=self.keeper.supervisor,
         )
+        security = WebSecurity(
+            production=settings.env == "production",
+            metrics_token=settings.metrics_token,
+            allowed_origins=tuple(o for o in (settings.public_url, *settings.allowed_origins) if o),
+        )
         config = uvicorn.Config(
-            create_app(ctx),
+            create_app(ctx, security=security),
             host=settings.http_host,
             port=settings.http_port,
             log_level="warning",
