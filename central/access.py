@@ -1,9 +1,17 @@
 """Who may do what: one pure table (role x action -> allowed) and the district rule.
 
 The table is the single place to read the permissions from; ``may`` and ``in_scope`` take plain data and
-do no I/O, so the tests can walk every cell. Every route's role check is :func:`central.deps.require` fed
-by this table (``Annotated[SignedInUser, Depends(require("client.read"))]``): it signs the user in (401)
-and refuses a role the table does not allow (403, with a body that names the role and the action).
+do no I/O, so the tests can walk every cell. Every route's check is :func:`central.deps.require` fed by
+this table (``Annotated[SignedInUser, Depends(require("client.read"))]``): it signs the user in (401),
+refuses a role the table does not allow (403, with a body that names the role and the action) and, for a
+district nurse, refuses a client of another district (403, audited as ``<action>.refused``): the client is
+found from the path's client, alert, visit, call or device id (:mod:`central.scope`), so a new route
+cannot forget the district. The WebSockets ask the same (:func:`central.deps.socket_user`). The routes
+that ask nothing are :data:`PUBLIC_ROUTES`; ``tests/test_access_matrix.py`` walks them all.
+
+The district rule is deliberate: district nurses see their own district only, everywhere; the care
+station (care nurses, supervisors, admins) sees every district, because an alarm from any client reaches
+it and must be answered at once (docs/privacy.md).
 
 Roles (``central.auth.ROLES``):
 
@@ -21,6 +29,7 @@ __all__ = [
     "ACTIONS",
     "CARE_STATION_ROLES",
     "POLICY",
+    "PUBLIC_ROUTES",
     "confined_to",
     "in_scope",
     "may",
@@ -62,6 +71,19 @@ ACTIONS: Final[dict[str, tuple[frozenset[str], str]]] = {
     # Every nurse's answer times and every client's medication: supervision, not the console.
     "report.read": (_OVERSIGHT, "see reports (supervisors and admins only)"),
 }
+
+# The routes that ask no action: signing in and out, who am I (any signed-in user, about herself only), and
+# the operations probes (central.routes). Static files and the console's page are not in the schema.
+PUBLIC_ROUTES: Final = frozenset(
+    {
+        ("POST", "/api/session"),
+        ("DELETE", "/api/session"),
+        ("GET", "/api/me"),
+        ("GET", "/livez"),
+        ("GET", "/healthz"),
+        ("GET", "/metrics"),
+    }
+)
 
 # The role × action table itself, derived once: POLICY[(role, action)] is True when allowed.
 POLICY: Final[dict[tuple[str, str], bool]] = {

@@ -1,6 +1,8 @@
 """The audit log: one row for every read of a client's record and every action, and its query.
 
-``record`` adds the row to the caller's session, so it commits (or rolls back) with the work it audits.
+``record`` adds the row to the caller's session, so it commits (or rolls back) with the work it audits;
+``write`` stores one on its own (a live feed's subscription, a monitoring session's start and end, which
+have no transaction of their own to join). ``csv_rows`` is the log as a spreadsheet.
 Application log lines name users and clients by id only, never by name.
 """
 
@@ -8,17 +10,19 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from storage.db import SessionFactory
 from storage.models import User
 from storage.records_models import AuditEntry
 
 from .auth import SignedInUser
 
-__all__ = ["AuditQuery", "query", "record"]
+__all__ = ["CSV_COLUMNS", "AuditQuery", "csv_rows", "query", "record", "write"]
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +33,7 @@ _DETAIL_CHARS = 500
 
 def record(
     session: Session,
-    user: SignedInUser,
+    user: SignedInUser | int,
     action: str,
     *,
     now_ms: int,
@@ -38,10 +42,11 @@ def record(
     reason: str | None = None,
     detail: str = "",
 ) -> AuditEntry:
-    """Add one audit row for ``user`` doing ``action`` (e.g. ``client.read``, ``alert.acknowledge``)."""
+    """Add one audit row for ``user`` (or a user id) doing ``action`` (``client.read``, ``alert.resolve``)."""
+    user_id = user if isinstance(user, int) else user.id
     entry = AuditEntry(
         at_ms=now_ms,
-        user_id=user.id,
+        user_id=user_id,
         action=action,
         client_id=client_id,
         alert_id=alert_id,
@@ -49,8 +54,33 @@ def record(
         detail=detail[:_DETAIL_CHARS],
     )
     session.add(entry)
-    log.info("audit: user %d %s client=%s alert=%s", user.id, action, client_id, alert_id)
+    log.info("audit: user %d %s client=%s alert=%s", user_id, action, client_id, alert_id)
     return entry
+
+
+def write(
+    sessions: SessionFactory,
+    user: SignedInUser | int,
+    action: str,
+    now_ms: int,
+    *,
+    client_id: int | None = None,
+    alert_id: int | None = None,
+    reason: str | None = None,
+    detail: str = "",
+) -> None:
+    """Store one audit row in a transaction of its own (blocking: the database)."""
+    with sessions.begin() as session:
+        record(
+            session,
+            user,
+            action,
+            now_ms=now_ms,
+            client_id=client_id,
+            alert_id=alert_id,
+            reason=reason,
+            detail=detail,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,3 +137,37 @@ def query(session: Session, q: AuditQuery) -> tuple[list[dict[str, Any]], int | 
     ]
     next_before = items[-1]["id"] if len(rows) > q.limit else None
     return items, next_before
+
+
+# The CSV export's columns, in order (the JSON page's keys).
+CSV_COLUMNS = (
+    "id",
+    "at_ms",
+    "at_utc",
+    "user_id",
+    "username",
+    "user_name",
+    "user_role",
+    "action",
+    "client_id",
+    "alert_id",
+    "reason",
+    "detail",
+)
+# Spreadsheets run cells that start with these as formulas; a reason or a search text must not.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell(value: object) -> object:
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return "" if value is None else value
+
+
+def csv_rows(items: list[dict[str, Any]]) -> list[list[object]]:
+    """The rows of :func:`query` as CSV cells (a header first), formulas neutralised, times also in UTC."""
+    rows: list[list[object]] = [list(CSV_COLUMNS)]
+    for item in items:
+        at = datetime.fromtimestamp(item["at_ms"] / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+        rows.append([_cell(at if column == "at_utc" else item[column]) for column in CSV_COLUMNS])
+    return rows

@@ -12,11 +12,13 @@ the reason may be sent in the ``X-Access-Reason`` header (percent-encoded UTF-8)
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 import urllib.parse
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import and_, exists, false, or_, select
 from sqlalchemy.orm import Session
@@ -39,6 +41,8 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["clients"])
 
+# A CSV export holds at most this many rows (newest first); older ones: export again with before_id.
+AUDIT_CSV_ROWS: Final = 10_000
 REASON_MIN: Final = 5
 REASON_MAX: Final = 500
 
@@ -59,6 +63,9 @@ ReasonHeader = Annotated[
         description="the reason, percent-encoded UTF-8: keeps it out of URLs and access logs",
     ),
 ]
+AUDIT_CSV: Final[dict[int | str, dict[str, Any]]] = {
+    200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "with format=csv"}
+}
 ListUser = Annotated[SignedInUser, Depends(require("client.list"))]
 ReadUser = Annotated[SignedInUser, Depends(require("client.read"))]
 TimelineUser = Annotated[SignedInUser, Depends(require("client.timeline"))]
@@ -328,7 +335,7 @@ def add_client_note(
     return result
 
 
-@router.get("/api/audit", tags=["audit"], response_model=AuditPage)
+@router.get("/api/audit", tags=["audit"], response_model=AuditPage, responses=AUDIT_CSV)
 def read_audit(
     ctx: Ctx,
     user: AuditUser,
@@ -341,17 +348,30 @@ def read_audit(
     until: Annotated[int | None, Query(ge=0, le=MAX_ID, description="to this time (ms), exclusive")] = None,
     before_id: Annotated[int | None, Query(ge=1, le=MAX_ID, description="next_before_id of a page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> dict[str, Any]:
+    format: Annotated[
+        Literal["json", "csv"],
+        Query(description=f"json (a page) or csv (a download of up to {AUDIT_CSV_ROWS} rows from before_id)"),
+    ] = "json",
+) -> Any:
     """The audit log, newest first, filtered; supervisors and admins only. Reading it is audited too."""
-    filters = audit.AuditQuery(user_id, client_id, action or None, since, until, before_id, limit)
+    rows = AUDIT_CSV_ROWS if format == "csv" else limit
+    filters = audit.AuditQuery(user_id, client_id, action or None, since, until, before_id, rows)
     with ctx.sessions.begin() as session:
         items, next_before_id = audit.query(session, filters)
         audit.record(
             session,
             user,
-            "audit.read",
+            "audit.export" if format == "csv" else "audit.read",
             now_ms=ctx.clock_ms(),
             client_id=client_id,
-            detail=f"user_id={user_id} action={action} since={since} until={until}",
+            detail=f"user_id={user_id} action={action} since={since} until={until} rows={len(items)}",
+        )
+    if format == "csv":
+        out = io.StringIO()
+        csv.writer(out).writerows(audit.csv_rows(items))
+        return Response(
+            out.getvalue(),
+            media_type="text/csv; charset=utf-8",
+            headers={"Content-Disposition": 'attachment; filename="audit.csv"', "Cache-Control": "no-store"},
         )
     return {"items": items, "next_before_id": next_before_id}

@@ -65,7 +65,7 @@ _HHMM = r"^(?:[01][0-9]|2[0-3]):[0-5][0-9]$"
 _MAX_DOSES = 24
 
 # Provisioning and rotation create broker credentials: admins only.
-Admin = Annotated[SignedInUser, Depends(require("device.provision"))]
+Admin = Annotated[SignedInUser, Depends(require("device.provision", audit_as="devices"))]
 DeviceId = Annotated[
     str, PathParam(pattern=DEVICE_ID_PATTERN, description="the device id (its MQTT user name)")
 ]

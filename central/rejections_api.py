@@ -17,20 +17,23 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel
 from sqlalchemy import LargeBinary, func, or_, select
 from sqlalchemy.orm import Session
 
 from storage.models import DeadLetter
 
-from .deps import Ctx, ReadSession
+from . import audit
+from .auth import SignedInUser
+from .deps import AuditedSession, Ctx, require
 from .ids import DEVICE_ID_PATTERN, MAX_ID
-from .manage_api import Manager
 
 __all__ = ["MAX_DEVICES", "MAX_LATEST", "PREVIEW_BYTES", "preview", "recent_rejections", "router"]
 
 router = APIRouter(tags=["management"])
+# The station's managers (central.access); the route writes its own audit row (rejections.read).
+Manager = Annotated[SignedInUser, Depends(require("station.manage"))]
 
 _DAY_MS: Final = 24 * 3_600_000
 # A month covers "since the last firmware update"; further back the rows are history, not a fault to fix.
@@ -166,8 +169,8 @@ class RejectionsView(BaseModel):
 @router.get("/api/rejections", response_model=RejectionsView)
 def get_rejections(
     ctx: Ctx,
-    session: ReadSession,
-    _user: Manager,
+    session: AuditedSession,
+    user: Manager,
     device_id: Annotated[
         str | None, Query(pattern=DEVICE_ID_PATTERN, description="one device's rejections")
     ] = None,
@@ -187,6 +190,10 @@ def get_rejections(
     # whose clock runs a little behind must still get "the last 30 days".
     since_ms = max(now - _DAY_MS if since is None else since, now - MAX_WINDOW_MS)
     shown, refused_devices = recent_rejections(session, since_ms=since_ms, device_id=device_id, limit=limit)
+    # What devices sent can be a client's data (a dose, an alarm): reading it is on the record.
+    audit.record(
+        session, user, "rejections.read", now_ms=now, detail=f"device_id={device_id} {len(shown)} devices"
+    )
     return {
         "now_ms": now,
         "since_ms": since_ms,

@@ -22,9 +22,10 @@ from sqlalchemy.orm import Session
 
 from storage.models import Alert, Client, Device, DeviceEvent, DoseInstance, ServiceRun, User
 
+from . import audit
 from . import report_calc as calc
 from .auth import SignedInUser
-from .deps import Ctx, ReadSession, require
+from .deps import AuditedSession, Ctx, require
 from .errors import NotFound, Unprocessable
 from .ids import MAX_ID
 from .report_schemas import CSV, AdherenceReport, AnswerTimesReport, UptimeReport
@@ -59,21 +60,46 @@ def _zone(name: str) -> tzinfo:
         raise Unprocessable(f"unknown time zone {name[:60]!r}") from None
 
 
+# A query value longer than this is no date, date-time or epoch ms ("2026-12-01T08:00:00.000+01:00" is 29).
+_VALUE_CHARS = 40
+# Reports cover what this service can have stored: from 1970 to the end of 2999 (epoch ms); past that,
+# ``datetime`` and the database's BIGINT overflow.
+_EARLIEST_MS = 0
+_LATEST_MS = 32_503_680_000_000  # 3000-01-01T00:00:00Z
+
+
 def _instant(value: str, tz: tzinfo, end: bool, name: str) -> int:
-    """Epoch ms of a query value; a bare date is its midnight, or for ``until`` the next midnight."""
+    """Epoch ms of a query value; a bare date is its midnight, or for ``until`` the next midnight.
+
+    422 for anything else: only ASCII digits make epoch ms ("²" is a digit to ``str.isdigit``), the text is
+    at most ``_VALUE_CHARS`` long (``int()`` of thousands of digits is refused by Python), and the instant
+    lies between 1970 and 3000 ("9999-12-31" as ``until`` overflows ``date``).
+    """
     text = value.strip()
-    if text.isdigit():
-        return int(text)
+    if len(text) > _VALUE_CHARS:
+        raise Unprocessable(f"{name} is at most {_VALUE_CHARS} characters")
+    if text.isascii() and text.isdigit():
+        ms = int(text)
+    else:
+        ms = _parse_moment(text, tz, end, name)
+    if not _EARLIEST_MS <= ms <= _LATEST_MS:
+        raise Unprocessable(f"{name} must lie between 1970-01-01 and 2999-12-31")
+    return ms
+
+
+def _parse_moment(text: str, tz: tzinfo, end: bool, name: str) -> int:
     try:
         if len(text) == 10:
             day = date.fromisoformat(text) + timedelta(days=1 if end else 0)
             return int(datetime.combine(day, time(), tz).timestamp() * 1000)
         moment = datetime.fromisoformat(text)
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=tz)
+        return int(moment.timestamp() * 1000)
     except ValueError:
         raise Unprocessable(f"{name} must be YYYY-MM-DD, an ISO date-time or epoch milliseconds") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    return int(moment.timestamp() * 1000)
+    except OverflowError:
+        raise Unprocessable(f"{name} must lie between 1970-01-01 and 2999-12-31") from None
 
 
 def window(ctx: Ctx, since: Since = None, until: Until = None, tz: Tz = "UTC") -> tuple[int, int, tzinfo]:
@@ -91,16 +117,31 @@ def window(ctx: Ctx, since: Since = None, until: Until = None, tz: Tz = "UTC") -
 Window = Annotated[tuple[int, int, tzinfo], Depends(window)]
 
 
+def _audit(
+    session: Session,
+    ctx: Ctx,
+    user: SignedInUser,
+    report: str,
+    format: str,
+    span: tuple[int, int, tzinfo],
+    client_id: int | None = None,
+) -> None:
+    """A report shows clients' and nurses' data: who read which, for which window, is on the record."""
+    detail = f"{report} {format} since_ms={span[0]} until_ms={span[1]}"
+    audit.record(session, user, "report.read", now_ms=ctx.clock_ms(), client_id=client_id, detail=detail)
+
+
 # -- answer times -------------------------------------------------------------------------------------
 
 
 @router.get("/api/reports/answer-times", response_model=AnswerTimesReport, responses=CSV)
 def answer_times(
-    ctx: Ctx, session: ReadSession, user: ReportUser, span: Window, format: Format = "json"
+    ctx: Ctx, session: AuditedSession, user: ReportUser, span: Window, format: Format = "json"
 ) -> Any:
     """Alarms per day and per nurse: answered, unanswered, cancelled by the client, shares within 60 s and
     180 s of all alarms to answer, median and p90 (seconds) of the answered ones."""
     since_ms, until_ms, zone = span
+    _audit(session, ctx, user, "answer-times", format, span)
     timings = [
         calc.AlertTiming(opened, acked, nurse, resolved, outcome, resolved_by is not None)
         for opened, acked, nurse, resolved, outcome, resolved_by in session.execute(
@@ -163,7 +204,8 @@ def answer_times(
 
 @router.get("/api/reports/adherence", response_model=AdherenceReport, responses=CSV)
 def adherence(
-    session: ReadSession,
+    ctx: Ctx,
+    session: AuditedSession,
     user: ReportUser,
     span: Window,
     client_id: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
@@ -177,6 +219,7 @@ def adherence(
     since_ms, until_ms, zone = span
     if client_id is not None and session.get(Client, client_id) is None:
         raise NotFound(f"no client {client_id}")
+    _audit(session, ctx, user, "adherence", format, span, client_id)
     # Reports are matched to instances up to the match window away, so read that much around the window.
     near = (since_ms - calc.MATCH_WINDOW_MS, until_ms + calc.MATCH_WINDOW_MS)
     instances = _dose_instances(session, near, client_id)
@@ -287,10 +330,11 @@ def _client_names(session: Session, ids: Iterable[int]) -> dict[int, str]:
 
 
 @router.get("/api/reports/uptime", response_model=UptimeReport, responses=CSV)
-def uptime(ctx: Ctx, session: ReadSession, user: ReportUser, span: Window, format: Format = "json") -> Any:
+def uptime(ctx: Ctx, session: AuditedSession, user: ReportUser, span: Window, format: Format = "json") -> Any:
     """Per device: the share of the window it was online (from its status reports and current state), and
     the time the service itself was down (the gaps between the gateway's runs), which is not the device's."""
     since_ms, until_ms, zone = span
+    _audit(session, ctx, user, "uptime", format, span)
     now_ms = ctx.clock_ms()
     devices = session.execute(
         select(Device, Client.name)

@@ -19,18 +19,17 @@ from fastapi import (
 )
 from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
-from sqlalchemy import text
+from sqlalchemy import select, text
 
 from care.alert_store import add_note, apply_action, assign
 from care.alerts import OUTCOMES, Action
 from care.visits import confirm_arrival, send_visit
-from storage.models import User
+from storage.models import Alert, User
 
 from . import audit
-from .access import may
 from .auth import COOKIE_NAME, SignedInUser, create_session, end_session, verify_password
 from .context import CentralContext
-from .deps import Ctx, CurrentUser, ReadSession, require, user_of_token
+from .deps import Ctx, CurrentUser, require, socket_user
 from .errors import Unprocessable
 from .ids import BodyId, PathId
 from .schemas import (
@@ -131,9 +130,12 @@ def me(user: CurrentUser) -> Me:
 
 
 @router.get("/api/alerts", response_model=list[AlertView], tags=["alerts"])
-def list_alerts(session: ReadSession, _user: ConsoleUser) -> list[dict[str, Any]]:
+def list_alerts(ctx: Ctx, user: ConsoleUser) -> list[dict[str, Any]]:
     """Every alert not yet resolved, most urgent and oldest first."""
-    return active_alert_views(session)
+    with ctx.sessions.begin() as session:
+        alerts = active_alert_views(session)
+        audit.record(session, user, "alert.list", now_ms=ctx.clock_ms(), **_shown(alerts))
+    return alerts
 
 
 def _act(
@@ -178,7 +180,8 @@ def add_alert_note(alert_id: PathId, body: NoteRequest, ctx: Ctx, user: ConsoleU
     with ctx.sessions.begin() as session:
         note = add_note(session, alert_id=alert_id, user_id=user.id, text=body.text, now_ms=ctx.clock_ms())
         result = {"id": note.id, "alert_id": alert_id, "text": note.text, "at_ms": note.at_ms}
-        audit.record(session, user, "alert.note", now_ms=note.at_ms, alert_id=alert_id)
+        client_id = session.scalar(select(Alert.client_id).where(Alert.id == alert_id))
+        audit.record(session, user, "alert.note", now_ms=note.at_ms, alert_id=alert_id, client_id=client_id)
     ctx.notify_alerts()
     return result
 
@@ -293,16 +296,18 @@ def metrics(ctx: Ctx) -> str:
 @router.websocket("/api/live")
 async def live(websocket: WebSocket, ctx: Ctx) -> None:
     """The console's live feed: a snapshot of active alerts, then every change as it happens."""
-    user = await asyncio.to_thread(user_of_token, ctx, websocket.cookies.get(COOKIE_NAME))
-    if user is None or not may(user.role, CONSOLE):
-        await websocket.close(code=4401, reason="not signed in")
+    user, why = await socket_user(websocket, ctx, CONSOLE)
+    if user is None or why is not None:
+        code, reason = why or (4401, "not signed in")
+        await websocket.close(code=code, reason=reason)
         return
     await websocket.accept()
     queue = ctx.broadcaster.subscribe()
     try:
         # Subscribe first, then read the snapshot: a change in between arrives twice, never zero times,
-        # and the console keeps the higher version of each alert.
-        await _send_snapshot(websocket, ctx)
+        # and the console keeps the higher version of each alert. What the subscription first showed is
+        # audited once (its later changes are the same alerts, moving).
+        await _send_snapshot(websocket, ctx, audited_for=user)
         while True:
             try:
                 message = await asyncio.wait_for(queue.get(), timeout=_PING_S)
@@ -321,12 +326,30 @@ async def live(websocket: WebSocket, ctx: Ctx) -> None:
             await websocket.close()
 
 
-async def _send_snapshot(websocket: WebSocket, ctx: CentralContext) -> None:
+async def _send_snapshot(
+    websocket: WebSocket, ctx: CentralContext, audited_for: SignedInUser | None = None
+) -> None:
+    """The active alerts; a subscription's first is on the record (``live.subscribe``) before it is sent."""
+
     def read() -> list[dict[str, Any]]:
-        with ctx.sessions() as session:
-            return active_alert_views(session)
+        if audited_for is None:
+            with ctx.sessions() as session:
+                return active_alert_views(session)
+        with ctx.sessions.begin() as session:
+            alerts = active_alert_views(session)
+            audit.record(session, audited_for, "live.subscribe", now_ms=ctx.clock_ms(), **_shown(alerts))
+            return alerts
 
     alerts = await asyncio.to_thread(read)
     await websocket.send_json({"type": "snapshot", "server_ms": ctx.clock_ms(), "alerts": alerts})
     if ctx.watchdog is not None:
         await websocket.send_json({"type": "health", "health": ctx.watchdog.health.as_json()})
+
+
+def _shown(alerts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The audit row's words for a list of alerts shown: how many, of how many clients (and which one)."""
+    clients = {a["client"]["id"] for a in alerts if a.get("client")}
+    return {
+        "detail": f"{len(alerts)} alerts of {len(clients)} clients",
+        "client_id": next(iter(clients)) if len(clients) == 1 else None,
+    }

@@ -30,7 +30,7 @@ from storage.models import Client, Device
 
 from . import audit
 from .auth import SignedInUser
-from .deps import Ctx, ReadSession, require
+from .deps import AuditedSession, Ctx, require
 from .ids import DEVICE_ID_PATTERN, MAX_ID, BodyId, PathId
 from .schemas import WindowList, WindowTargets, WindowView
 
@@ -82,8 +82,8 @@ def window_view(info: WindowInfo) -> dict[str, Any]:
 @router.get("/api/windows", response_model=WindowList)
 def get_windows(
     ctx: Ctx,
-    session: ReadSession,
-    _user: ReadUser,
+    session: AuditedSession,
+    user: ReadUser,
     which: Annotated[
         Literal["current", "active", "upcoming", "past", "all"],
         Query(description="current (default): running and upcoming"),
@@ -94,6 +94,14 @@ def get_windows(
     """Maintenance windows: running ones ending soonest first, then upcoming, then past newest first."""
     now = ctx.clock_ms()
     items = list_windows(session, now_ms=now, which=which, client_id=client_id, limit=limit)
+    audit.record(
+        session,
+        user,
+        "windows.list",
+        now_ms=now,
+        client_id=client_id,
+        detail=f"{which}: {len(items)} windows",
+    )
     return {"now_ms": now, "items": [window_view(i) for i in items]}
 
 

@@ -66,7 +66,8 @@ class World:
 @pytest.fixture
 def world(sessions: SessionFactory) -> Iterator[World]:
     with sessions.begin() as s:
-        client = add_client(s, name="Mevr. Jansen", now_ms=NOW)
+        # Her district: a district nurse acts on her own district's clients only (central.access).
+        client = add_client(s, name="Mevr. Jansen", district="Zuid", now_ms=NOW)
         bare = add_client(s, name="Dhr. Zonder", now_ms=NOW)
         _, password = add_device(s, device_id="tv-1", client_id=client.id, kind="video", now_ms=NOW)
         add_device(s, device_id="btn-9", client_id=bare.id, kind="alarm_button", now_ms=NOW)
@@ -81,6 +82,7 @@ def world(sessions: SessionFactory) -> Iterator[World]:
                 username=username,
                 display_name=username.title(),
                 role=role,
+                district="Zuid" if role == "district_nurse" else "",
                 password_hash=hash_password(f"{username}-pw"),
                 now_ms=NOW,
             )

@@ -18,10 +18,10 @@ from storage.calls_models import CallRecord
 from storage.db import SessionFactory
 from storage.models import Client
 
-from ..access import may
-from ..auth import COOKIE_NAME, SignedInUser
+from .. import audit
+from ..auth import SignedInUser
 from ..context import CentralContext
-from ..deps import Ctx, CurrentUser, Hub, ReadSession, require, user_of_token
+from ..deps import Ctx, Hub, require, socket_user
 from ..errors import NotFound
 from ..ids import BodyId, PathId
 from ..routes import CONSOLE, ConsoleUser
@@ -34,6 +34,8 @@ __all__ = ["router"]
 
 # The console (central.routes): they may call, take calls and watch the calls feed.
 ConsentUser = Annotated[SignedInUser, Depends(require("consent.record"))]
+# A client's call history and consent are part of the record: whoever may read it (in her district).
+RecordUser = Annotated[SignedInUser, Depends(require("client.read"))]
 # A device that opens a socket and says nothing is dropped after this long.
 _AUTH_TIMEOUT_S = 10.0
 # The consoles' calls feed pings this often so a dead connection is noticed.
@@ -58,17 +60,39 @@ def _consent_view(consent: store.Consent) -> dict[str, Any]:
 
 
 @router.post("/api/calls", status_code=201, response_model=CallView, tags=["calls"])
-async def start_call(body: StartCall, hub: Hub, user: ConsoleUser) -> dict[str, Any]:
+async def start_call(body: StartCall, ctx: Ctx, hub: Hub, user: ConsoleUser) -> dict[str, Any]:
     """Call a client's video device (it rings), or start monitoring where consent is recorded."""
-    return await hub.start_outbound(  # CallRefused: its own status (create_app)
+    view = await hub.start_outbound(  # CallRefused: its own status (create_app)
         client_id=body.client_id, kind=body.kind, nurse_id=user.id, nurse_name=user.display_name
     )
+    # A monitoring session's start and end are audited by the hub (monitoring.start, monitoring.end).
+    await asyncio.to_thread(
+        audit.write,
+        ctx.sessions,
+        user,
+        "call.start",
+        ctx.clock_ms(),
+        client_id=body.client_id,
+        detail=f"{body.kind} call {view['id']}",
+    )
+    return view
 
 
 @router.get("/api/calls/active", response_model=list[CallView], tags=["calls"])
-def active_calls(hub: Hub, _user: ConsoleUser) -> list[dict[str, Any]]:
+def active_calls(ctx: Ctx, hub: Hub, user: ConsoleUser) -> list[dict[str, Any]]:
     """Calls not yet ended; incoming ones (direction inbound, state ringing) wait for a nurse."""
-    return hub.active()
+    calls = hub.active()
+    audit.write(ctx.sessions, user, "call.list", ctx.clock_ms(), **_shown(calls))
+    return calls
+
+
+def _shown(calls: list[dict[str, Any]]) -> dict[str, Any]:
+    """The audit row's words for a list of calls shown: how many, of how many clients (and which one)."""
+    clients = {c["client_id"] for c in calls}
+    return {
+        "detail": f"{len(calls)} calls of {len(clients)} clients",
+        "client_id": next(iter(clients)) if len(clients) == 1 else None,
+    }
 
 
 @router.get("/api/calls/config", response_model=CallsConfigView, tags=["calls"])
@@ -78,11 +102,13 @@ def call_config(hub: Hub, _user: ConsoleUser) -> dict[str, Any]:
 
 
 @router.get("/api/clients/{client_id}/video", response_model=VideoCallee, tags=["calls"])
-def client_video(client_id: PathId, session: ReadSession, _user: ConsoleUser) -> dict[str, Any]:
+def client_video(client_id: PathId, ctx: Ctx, user: ConsoleUser) -> dict[str, Any]:
     """The client's video device and recorded consent, for the call page."""
-    callee = store.callee_for_client(session, client_id)
-    if callee is None:
-        raise NotFound(f"client {client_id} has no video device")
+    with ctx.sessions.begin() as session:
+        callee = store.callee_for_client(session, client_id)
+        if callee is None:
+            raise NotFound(f"client {client_id} has no video device")
+        audit.record(session, user, "client.video", now_ms=ctx.clock_ms(), client_id=client_id)
     return {
         "client_id": callee.client_id,
         "client_name": callee.client_name,
@@ -92,14 +118,28 @@ def client_video(client_id: PathId, session: ReadSession, _user: ConsoleUser) ->
 
 
 @router.get("/api/clients/{client_id}/calls", response_model=list[CallRecordView], tags=["calls"])
-def client_calls(client_id: PathId, session: ReadSession, _user: CurrentUser) -> list[dict[str, Any]]:
+def client_calls(client_id: PathId, ctx: Ctx, user: RecordUser) -> list[dict[str, Any]]:
     """The client's calls and monitoring sessions, newest first: outcome, duration, quality."""
-    return store.timeline(session, client_id)
+    with ctx.sessions.begin() as session:
+        calls = store.timeline(session, client_id)
+        audit.record(
+            session,
+            user,
+            "client.calls",
+            now_ms=ctx.clock_ms(),
+            client_id=client_id,
+            detail=f"{len(calls)} calls",
+        )
+    return calls
 
 
 @router.get("/api/clients/{client_id}/video-consent", response_model=ConsentView, tags=["calls"])
-def get_consent(client_id: PathId, session: ReadSession, _user: CurrentUser) -> dict[str, Any]:
-    return _consent_view(store.consent_for(session, client_id))
+def get_consent(client_id: PathId, ctx: Ctx, user: RecordUser) -> dict[str, Any]:
+    """What the client agreed to about video: monitoring, and the device answering by itself."""
+    with ctx.sessions.begin() as session:
+        consent = store.consent_for(session, client_id)
+        audit.record(session, user, "consent.read", now_ms=ctx.clock_ms(), client_id=client_id)
+    return _consent_view(consent)
 
 
 @router.put("/api/clients/{client_id}/video-consent", response_model=ConsentView, tags=["calls"])
@@ -115,6 +155,14 @@ def put_consent(client_id: PathId, body: ConsentBody, ctx: Ctx, user: ConsentUse
             auto_answer=body.auto_answer,
             user_id=user.id,
             now_ms=ctx.clock_ms(),
+        )
+        audit.record(
+            session,
+            user,
+            "consent.record",
+            now_ms=ctx.clock_ms(),
+            client_id=client_id,
+            detail=f"monitoring_allowed={body.monitoring_allowed} auto_answer={body.auto_answer}",
         )
     return _consent_view(consent)
 
@@ -146,9 +194,13 @@ async def _receive(websocket: WebSocket) -> dict[str, Any] | None:
 
 
 async def _console_user(websocket: WebSocket, ctx: CentralContext) -> SignedInUser | None:
-    """The signed-in user of the socket's cookie, when they work the console."""
-    user = await asyncio.to_thread(user_of_token, ctx, websocket.cookies.get(COOKIE_NAME))
-    return user if user is not None and may(user.role, CONSOLE) else None
+    """The signed-in user of the socket's cookie, when the policy lets them work the console here (the
+    call's client in their district); else the socket is refused (4401 anonymous, 4403 refused) and None."""
+    user, why = await socket_user(websocket, ctx, CONSOLE)
+    if why is not None:
+        await _refuse(websocket, *why)
+        return None
+    return user
 
 
 async def _refuse(websocket: WebSocket, code: int, detail: str) -> None:
@@ -177,7 +229,6 @@ async def nurse_socket(websocket: WebSocket, call_id: str, ctx: Ctx, hub: Hub) -
     await websocket.accept()
     user = await _console_user(websocket, ctx)
     if user is None:
-        await _refuse(websocket, 4401, "not signed in")
         return
     if not hub.claim(call_id, user.id, user.display_name):
         ended = hub.ended_view(call_id) or await asyncio.to_thread(_ended_call, ctx.sessions, call_id)
@@ -259,11 +310,15 @@ async def calls_feed(websocket: WebSocket, ctx: Ctx, hub: Hub) -> None:
     await websocket.accept()
     user = await _console_user(websocket, ctx)
     if user is None:
-        await _refuse(websocket, 4401, "not signed in")
         return
     queue = hub.watch()
     try:
-        await websocket.send_json({"type": "calls", "calls": hub.active()})
+        calls = hub.active()
+        # Audited once per subscription, with what it first showed, before it is shown.
+        await asyncio.to_thread(
+            audit.write, ctx.sessions, user, "calls.subscribe", ctx.clock_ms(), **_shown(calls)
+        )
+        await websocket.send_json({"type": "calls", "calls": calls})
         while True:
             try:
                 message = await asyncio.wait_for(queue.get(), timeout=_PING_S)

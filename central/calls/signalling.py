@@ -29,6 +29,7 @@ from care.commands import CommandSender, Publish
 from messaging.mqtt import MqttConfig
 from storage.db import SessionFactory
 
+from .. import audit
 from . import store
 from .state import (
     Call,
@@ -153,14 +154,18 @@ class CallHub:
             nurse_name=nurse_name,
         )
         self.calls[live.call.id] = live
-        if kind == "monitoring":
-            log.warning(
-                "AUDIT video monitoring of client %s started by user %s (call %s)",
-                callee.client_id,
-                nurse_id,
-                live.call.id,
-            )
         await self._save(live)
+        if kind == "monitoring":
+            # A look into someone's home: on the record (audit_log) when it starts and when it ends.
+            await asyncio.to_thread(
+                audit.write,
+                self._sessions,
+                nurse_id,
+                "monitoring.start",
+                now,
+                client_id=callee.client_id,
+                detail=f"call {live.call.id}",
+            )
         self._notify_watchers()
         args = {"call_id": live.call.id, "caller": nurse_name[:100] or "care station", "token": token}
         if self.config.public_url:
@@ -341,8 +346,8 @@ class CallHub:
             self._ended[live.call.id] = view
             while len(self._ended) > _ENDED_KEPT:
                 self._ended.popitem(last=False)
-            if live.call.kind == "monitoring":
-                log.warning("AUDIT video monitoring call %s ended: %s", live.call.id, live.call.end_reason)
+            if live.call.kind == "monitoring" and live.nurse_id is not None:
+                await self._audit_end(live, live.nurse_id)
         message: dict[str, Any] = {"type": "ended" if ended else "state", "call": view}
         if event is Event.RECONNECT:
             message["reconnect"] = True
@@ -358,6 +363,19 @@ class CallHub:
                 if peer is not None:
                     with contextlib.suppress(Exception):
                         await peer.close(1000, live.call.end_reason or "ended")
+
+    async def _audit_end(self, live: LiveCall, nurse_id: int) -> None:
+        call = live.call
+        seconds = ((call.ended_ms or self._clock()) - call.started_ms) // 1000
+        await asyncio.to_thread(
+            audit.write,
+            self._sessions,
+            nurse_id,
+            "monitoring.end",
+            self._clock(),
+            client_id=live.client_id,
+            detail=f"call {call.id}: {call.end_reason or 'ended'} after {seconds} s",
+        )
 
     async def _save(self, live: LiveCall, *, wait: bool = True) -> None:
         """Write the call's latest state; one writer per call, so rows never go back to an older state."""

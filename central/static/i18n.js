@@ -366,6 +366,19 @@
     "until {t}": "tot {t}",
     "ended early by {by}": "eerder beëindigd door {by}",
     "Held back by a maintenance window: {kind}": "Tegengehouden door een meldingspauze: {kind}",
+    // -- audit log page (audit.js) --
+    "carealarm audit log": "carealarm auditlog",
+    "Audit log": "Auditlog",
+    "everyone": "iedereen",
+    "every client": "alle cliënten",
+    "Action": "Handeling",
+    "every action": "alle handelingen",
+    "Who looked at what": "Wie heeft wat ingezien",
+    "When": "Wanneer",
+    "Details": "Details",
+    "No audit rows match these filters.": "Geen auditregels bij deze filters.",
+    "Older": "Ouder",
+    "{n} rows shown": "{n} regels getoond",
   };
 
   // English keys are their own text, except the codes the API sends (roles, device kinds, relations).
