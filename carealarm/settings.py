@@ -10,7 +10,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
 
-_DEV_SECRET = "development-only-secret-change-me"
 
 
 class Settings(BaseSettings):
@@ -36,7 +35,6 @@ class Settings(BaseSettings):
     metrics_port: int = 0
     http_host: str = "127.0.0.1"
     http_port: int = 8000
-    secret_key: str = _DEV_SECRET
     gateway_name: str = "gw1"
     # Several gateways share the device traffic through MQTT shared subscriptions ($share/<group>/...).
     gateway_share_group: str = ""
@@ -77,8 +75,6 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
         if self.env == "production":
-            if self.secret_key == _DEV_SECRET or len(self.secret_key) < 32:
-                raise ValueError("CAREALARM_SECRET_KEY must be set to 32+ random characters in production")
             if not self.database_url or not self.mqtt_url:
                 raise ValueError("production needs CAREALARM_DATABASE_URL and CAREALARM_MQTT_URL")
             if self.metrics_token and len(self.metrics_token) < 32:

@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
-SECRETS = {"POSTGRES_PASSWORD", "CAREALARM_MQTT_PASSWORD", "CAREALARM_SECRET_KEY", "TURN_PASSWORD"}
+SECRETS = {"POSTGRES_PASSWORD", "CAREALARM_MQTT_PASSWORD", "TURN_PASSWORD"}
 
 
 @pytest.fixture(scope="module")
@@ -107,9 +107,9 @@ def test_docker_compose_accepts_the_file() -> None:
     assert done.returncode == 0, done.stderr
     missing = subprocess.run(
         [*command, "-f", str(COMPOSE), "config", "--quiet"],
-        env={k: v for k, v in env.items() if k != "CAREALARM_SECRET_KEY"},
+        env={k: v for k, v in env.items() if k != "CAREALARM_MQTT_PASSWORD"},
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert missing.returncode != 0 and "CAREALARM_SECRET_KEY" in missing.stderr
+    assert missing.returncode != 0 and "CAREALARM_MQTT_PASSWORD" in missing.stderr

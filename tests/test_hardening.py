@@ -112,11 +112,13 @@ def test_a_configuration_error_shows_no_values(
 ) -> None:
     """A configuration error names the settings and what is wrong, never the values (they may be secrets)."""
     monkeypatch.setenv("CAREALARM_ENV", "production")
-    monkeypatch.setenv("CAREALARM_SECRET_KEY", "short-but-Secret-Tail-XYZ")
+    monkeypatch.setenv("CAREALARM_METRICS_TOKEN", "short-but-Secret-Tail-XYZ")
     monkeypatch.setenv("CAREALARM_DATABASE_URL", "postgresql://u:Db-Password-QQQ@db/carealarm")
+    monkeypatch.setenv("CAREALARM_MQTT_URL", "mqtt://carealarm:Mqtt-Password-RRR@broker:1883")
     assert main(["db", "upgrade"]) == 2
     err = capsys.readouterr().err
-    assert "configuration error" in err and "CAREALARM_SECRET_KEY" in err
+    assert "configuration error" in err and "CAREALARM_METRICS_TOKEN" in err
+    assert "Mqtt-Password-RRR" not in err
     assert "Secret-Tail-XYZ" not in err and "Db-Password-QQQ" not in err, err
 
 
