@@ -22,6 +22,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from care.alert_store import PolicyBook
@@ -29,6 +30,7 @@ from care.commands import CommandSender, Publish
 from care.doses import plan_doses
 from care.steps import due_soon, run_due_steps
 from storage.db import SessionFactory
+from storage.models import MedicationDose
 
 from .devices import sweep_devices
 from .events import handle_pending_events
@@ -163,10 +165,6 @@ class Monitor:
 
     def plan(self) -> int:
         with self._sessions.begin() as session:
-            from sqlalchemy import select
-
-            from storage.models import MedicationDose
-
             clients = set(session.scalars(select(MedicationDose.client_id)))
             book = PolicyBook(session)
             grace = {c: book.of(c).dose_grace_s for c in clients}
