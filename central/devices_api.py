@@ -224,6 +224,12 @@ class DoseBody(BaseModel):
     at: str = Field(pattern=_HHMM, description="HH:MM, the client's local time")
     label: str | None = Field(default=None, max_length=100)
 
+    @field_validator("label")
+    @classmethod
+    def _blank_is_none(cls, label: str | None) -> str | None:
+        """An empty or blank label is no label (the protocol's labels are 1-100 characters)."""
+        return (label or "").strip() or None
+
 
 class ScheduleBody(BaseModel):
     doses: list[DoseBody] = Field(max_length=_MAX_DOSES)
