@@ -282,6 +282,7 @@ class _Service:
             watchdog=watchdog,
             calls=CallsConfig(
                 ice_servers=settings.ice_servers,
+                turn_secret=settings.turn_secret,
                 public_url=settings.public_url or f"http://{settings.http_host}:{settings.http_port}",
                 mqtt=self.mqtt,
             ),

@@ -61,9 +61,13 @@ class Settings(BaseSettings):
     # The supervisor is paged once the chain has been broken this long (a blip of a second pages nobody).
     watchdog_page_after_s: float = Field(default=10.0, ge=0, le=600)
     # Video calls: STUN/TURN servers for browsers and devices, as JSON RTCIceServer objects, e.g.
-    # [{"urls": ["turn:turn.example.org:3478"], "username": "u", "credential": "p"}]. Empty (the default):
-    # host candidates only, which suits a closed network and the tests, not calls across NATs.
+    # [{"urls": ["turn:turn.example.org:3478"]}]. Empty (the default): host candidates only, which suits a
+    # closed network and the tests, not calls across NATs.
     ice_servers: list[dict[str, Any]] = Field(default_factory=list)
+    # The secret shared with the TURN server (coturn --use-auth-secret --static-auth-secret): each side of
+    # each call gets its own TURN credential valid for hours (central.calls.turn), so no long-term TURN
+    # password is handed out. Empty: TURN servers are handed on as configured.
+    turn_secret: str = ""
     # Where devices reach central, sent in each ring; empty: http://{http_host}:{http_port}.
     public_url: str = ""
     # Origins besides the one a request was sent to (and public_url) that may send state-changing requests

@@ -161,6 +161,29 @@ def test_the_ring_is_recorded_like_every_command_without_its_token(world: World)
         assert s.get(CommandRecord, decode_command(world.rings[-1][1]).cmd_id).result == "not_sent"  # type: ignore[union-attr]
 
 
+def test_each_side_gets_a_short_lived_turn_credential_of_its_own(world: World) -> None:
+    """With a TURN secret, the nurse (config and hello) and the device (hello) each get a TURN credential that
+    names them and expires within hours (coturn's REST-API scheme; tests/test_turn.py runs it on coturn);
+    no long-term TURN password is handed out."""
+    world.hub.config.ice_servers = [{"urls": ["turn:turn.example.org:3478"]}]
+    world.hub.config.turn_secret = "shared-with-coturn"
+    call = _start(world)
+    token = world.last_ring()["token"]
+    config = world.api.get("/api/calls/config").json()["ice_servers"][0]
+    with world.api.websocket_connect(f"/api/calls/{call['id']}/nurse") as nurse:
+        nurse_turn = _until(nurse, "hello")["ice_servers"][0]
+        with _device_ws(world, call["id"], token) as device:
+            device.send_json({"type": "auth", "token": token})
+            device_turn = _until(device, "hello")["ice_servers"][0]
+    expires_s = int(nurse_turn["username"].split(":")[0])
+    assert 0 < expires_s - NOW // 1000 <= 24 * 3600
+    assert nurse_turn["username"].endswith(":nurse-1") and config["username"].endswith(":nurse-1")
+    assert (
+        device_turn["username"].endswith(":device-tv-1")
+        and device_turn["credential"] != nurse_turn["credential"]
+    )
+
+
 def test_device_with_a_wrong_token_is_refused(world: World) -> None:
     """A device socket that cannot show the ring's token is closed with 4401 and the call keeps ringing."""
     call = _start(world)

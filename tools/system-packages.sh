@@ -2,6 +2,7 @@
 # Make sure the system programs carealarm and its tests use are installed:
 #   mosquitto          the embedded MQTT broker (and mosquitto_pub, a client nobody here wrote, for tests)
 #   chromium           Debian's browser, driven headless by playwright in the console tests
+#   coturn             a real TURN server for the short-lived TURN credential tests
 #   docker-compose     (only where a docker client exists) to validate docker-compose.yml
 # As root they are installed with apt-get; otherwise this prints the exact command and fails.
 # Usage: tools/system-packages.sh [demo|test]   (demo needs only mosquitto)
@@ -11,6 +12,7 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 if [ "${1:-test}" = test ]; then
   command -v chromium >/dev/null 2>&1 || need+=(chromium)
+  command -v turnserver >/dev/null 2>&1 || [ -x /usr/bin/turnserver ] || need+=(coturn)
   # Where a docker client exists, the suite validates docker-compose.yml with compose.
   if command -v docker >/dev/null 2>&1 && ! docker compose version >/dev/null 2>&1; then
     command -v docker-compose >/dev/null 2>&1 || need+=(docker-compose)

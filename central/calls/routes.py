@@ -96,9 +96,10 @@ def _shown(calls: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 @router.get("/api/calls/config", response_model=CallsConfigView, tags=["calls"])
-def call_config(hub: Hub, _user: ConsoleUser) -> dict[str, Any]:
-    """The STUN/TURN servers the browser must use (also sent in each call's hello)."""
-    return {"ice_servers": hub.config.ice_servers}
+def call_config(hub: Hub, user: ConsoleUser) -> dict[str, Any]:
+    """The STUN/TURN servers the browser must use (also sent in each call's hello), TURN with a short-lived
+    credential of this nurse's own."""
+    return {"ice_servers": hub.ice_servers_for(f"nurse-{user.id}")}
 
 
 @router.get("/api/clients/{client_id}/video", response_model=VideoCallee, tags=["calls"])

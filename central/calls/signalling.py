@@ -45,6 +45,7 @@ from .state import (
     new_call,
     seen,
 )
+from .turn import with_turn_credentials
 
 __all__ = ["CallHub", "CallRefused", "CallsConfig", "Peer"]
 
@@ -81,6 +82,8 @@ class CallsConfig:
 
     # RTCIceServer dicts for browsers and devices: [{"urls": [...], "username"?, "credential"?}].
     ice_servers: list[dict[str, Any]] = field(default_factory=list)
+    # Shared with the TURN server: each side gets a short-lived TURN credential (central.calls.turn).
+    turn_secret: str = ""
     # Where devices reach central (sent in the ring command); empty: the device knows it itself.
     public_url: str = ""
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -203,6 +206,12 @@ class CallHub:
         live = self.calls.get(call_id)
         return bool(live and live.token_hash and hmac.compare_digest(live.token_hash, _digest(token)))
 
+    def ice_servers_for(self, who: str) -> list[dict[str, Any]]:
+        """The STUN/TURN servers for one side: TURN with a credential of its own, valid for hours."""
+        return with_turn_credentials(
+            self.config.ice_servers, self.config.turn_secret, who, self._clock() // 1000
+        )
+
     def ended_view(self, call_id: str) -> dict[str, Any] | None:
         """How a call that ended lately ended (its view), if this hub ended it; else None."""
         return self._ended.get(call_id)
@@ -234,7 +243,9 @@ class CallHub:
             "type": "hello",
             "role": side,
             "call": self.view(live),
-            "ice_servers": self.config.ice_servers,
+            "ice_servers": self.ice_servers_for(
+                f"nurse-{live.nurse_id}" if side == "nurse" else f"device-{live.device_id}"
+            ),
         }
         if side == "client":
             hello["auto_answer"] = live.auto_answer
