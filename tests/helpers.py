@@ -129,3 +129,10 @@ class MqttProbe:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def wait_in_page(page: object, expression: str, timeout: float = 30.0) -> None:
+    """Poll a JavaScript expression in the page until it is truthy. Playwright's ``wait_for_function``
+    compiles its string with ``new Function``, which the console's Content-Security-Policy (no
+    ``unsafe-eval``) refuses; ``evaluate`` runs through the debugging protocol, outside the page's policy."""
+    wait_for(lambda: page.evaluate(expression), timeout, what=expression)  # type: ignore[attr-defined]

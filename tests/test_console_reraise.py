@@ -18,7 +18,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port, wait_for
+from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, free_port, wait_for, wait_in_page
 from sqlalchemy import select
 
 from central.app import CentralContext, create_app
@@ -172,7 +172,7 @@ def test_a_repeat_press_on_an_open_alarm_sounds_and_goes_to_the_top(context: Any
     site.press("btn-1", ago_s=40)
     site.press("btn-2", ago_s=20)
     page = _console(context, site)
-    page.wait_for_function("document.querySelectorAll('#open-body tr').length === 2")
+    wait_in_page(page, "document.querySelectorAll('#open-body tr').length === 2")
     assert _open_clients(page) == ["Mevr. Jansen", "Dhr. de Boer"]
     before = _sounds(page)
     assert before >= 1  # the two alarms waiting when the console opened sounded too
@@ -180,7 +180,7 @@ def test_a_repeat_press_on_an_open_alarm_sounds_and_goes_to_the_top(context: Any
     again = site.press("btn-2", alarm_kind="fall")
     [_, boer] = site.alarms()
     assert (boer.count, boer.state) == (2, "open")  # the monitor counted the press on the open alarm
-    page.wait_for_function(f"window.carealarmSound.played > {before}")
+    wait_in_page(page, f"window.carealarmSound.played > {before}")
     row = page.locator("#open-body tr", has_text="Dhr. de Boer")
     row.locator(".count").wait_for()
     assert page.evaluate("window.carealarmSound.last") == "raised again"
@@ -200,7 +200,7 @@ def test_a_new_alarm_while_the_first_is_in_progress_sounds_and_names_who_helps(
     site.press("btn-3", ago_s=60)  # another client, waiting longer
     site.press("btn-1", ago_s=30)
     page = _console(context, site)
-    page.wait_for_function("document.querySelectorAll('#open-body tr').length === 2")
+    wait_in_page(page, "document.querySelectorAll('#open-body tr').length === 2")
     page.locator("#open-body tr", has_text="Mevr. Jansen").get_by_role("button", name="Acknowledge").click()
     page.locator("#progress-body tr", has_text="Mevr. Jansen").wait_for()
     [bakker_alarm, first] = site.alarms()
@@ -210,7 +210,7 @@ def test_a_new_alarm_while_the_first_is_in_progress_sounds_and_names_who_helps(
     site.press("btn-1", alarm_kind="pendant")
     second = site.alarms()[-1]
     assert (second.state, second.incident_alert_id) == ("open", first.id)  # a new alert, in the incident
-    page.wait_for_function(f"window.carealarmSound.played > {before}")
+    wait_in_page(page, f"window.carealarmSound.played > {before}")
     assert page.evaluate("window.carealarmSound.last") == "new alarm"
     row = page.locator(f"#open-body tr[data-id='{second.id}']")
     row.wait_for()

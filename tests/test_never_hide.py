@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import httpx2 as httpx
 import pytest
-from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, wait_for
+from helpers import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, wait_for, wait_in_page
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from station import DeviceClient, Station
@@ -148,9 +148,7 @@ def test_a_second_alarm_while_the_first_is_in_progress_is_news(station: Station,
         row.wait_for(timeout=10_000)
         assert "Anna de Vries" in row.locator(".incident").inner_text()
         assert "Fall detected" in row.inner_text()
-        page.wait_for_function(
-            "window.carealarmSound.played > 0 && window.carealarmSound.last === 'new alarm'"
-        )
+        wait_in_page(page, "window.carealarmSound.played > 0 && window.carealarmSound.last === 'new alarm'")
         page.screenshot(path=str(ARTIFACTS / f"never-hide-second-alarm-{station.kind}.png"), full_page=True)
         before = _sounds(page)
 
@@ -159,7 +157,7 @@ def test_a_second_alarm_while_the_first_is_in_progress_is_news(station: Station,
         again = station.wait_alert("Mulder", "the repeat counted", kind="alarm", state="open", count=2)
         assert again["id"] == fall["id"] and again["detail"] == "Pendant alarm"
         assert again["last_event_ms"] > fall["opened_ms"]
-        page.wait_for_function(f"window.carealarmSound.played > {before}")
+        wait_in_page(page, f"window.carealarmSound.played > {before}")
         assert page.evaluate("window.carealarmSound.last") == "raised again"
         row.locator(".count").wait_for(timeout=5_000)
         assert "Pendant alarm" in row.inner_text()
