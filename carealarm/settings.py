@@ -11,7 +11,6 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["Settings"]
 
 
-
 class Settings(BaseSettings):
     """Everything configurable; the defaults are the embedded development set-up."""
 
