@@ -19,7 +19,7 @@ from messaging.accounts import MAX_PACKET_SIZE
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = ROOT / "docker-compose.yml"
 BROKER_CONF = ROOT / "deploy" / "mosquitto" / "mosquitto.conf"
-SECRETS = {"POSTGRES_PASSWORD", "CAREALARM_MQTT_PASSWORD", "TURN_PASSWORD"}
+SECRETS = {"POSTGRES_PASSWORD", "CAREALARM_MQTT_PASSWORD", "TURN_SECRET"}
 # The one-shot that writes the dynamic-security plugin's file from the database before Mosquitto starts.
 EXPORT = "broker-export"
 ONE_SHOTS = {"migrate", EXPORT}
