@@ -24,6 +24,7 @@ from central.app import CentralContext, create_app
 from central.calls.signalling import CallsConfig
 from central.feed import Broadcaster
 from central.hardening import WebSecurity
+from central.insider import InsiderWatch
 from central.watchdog import ProbeSender, Watchdog, ensure_probe_device
 from devices.simulator.fleet import load_fleet, run_fleet
 from gateway.service import Gateway
@@ -280,6 +281,12 @@ class _Service:
             metrics_sources=self.metrics_sources,
             timezone=settings.timezone,
             watchdog=watchdog,
+            insider=InsiderWatch(
+                self.sessions,
+                _channels(settings),
+                threshold=settings.insider_threshold,
+                clock_ms=lambda: int(time.time() * 1000),
+            ),
             calls=CallsConfig(
                 ice_servers=settings.ice_servers,
                 turn_secret=settings.turn_secret,

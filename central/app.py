@@ -79,6 +79,8 @@ def create_app(ctx: CentralContext, *, security: WebSecurity | None = None) -> F
         tasks = [asyncio.create_task(ctx.broadcaster.run(stop), name="central-feed")]
         if ctx.watchdog is not None:
             tasks.append(asyncio.create_task(ctx.watchdog.run(stop), name="central-watchdog"))
+        if ctx.insider is not None:
+            tasks.append(asyncio.create_task(ctx.insider.run(stop), name="central-insider"))
         try:
             async with _calls(ctx):
                 yield

@@ -19,6 +19,7 @@ from storage.db import SessionFactory
 from .auth import FailureLimiter
 from .calls.signalling import CallHub, CallsConfig
 from .feed import Broadcaster
+from .insider import InsiderWatch
 from .watchdog import Watchdog
 
 __all__ = ["BrokerSupervisor", "CentralContext", "DeviceAccounts"]
@@ -55,6 +56,7 @@ class CentralContext:
     clock_ms: Callable[[], int] = field(default=lambda: int(time.time() * 1000))
     timezone: str = "Europe/Amsterdam"  # the clients' local time (CAREALARM_TIMEZONE): medication times
     watchdog: Watchdog | None = None  # the chain's health and the probe; None: only this process is judged
+    insider: InsiderWatch | None = None  # unusual access to client records, paged to supervisors
     # Video calls: STUN/TURN, the public URL, and the broker rings go out on (read when the app starts).
     calls: CallsConfig = field(default_factory=CallsConfig)
     # Device changes at the broker (the runner gives messaging.accounts.DynsecAccounts); None: no broker.
