@@ -248,6 +248,7 @@ class _Service:
             publish=hints.publish_command,
             timezone=settings.timezone,
             poll_interval_s=settings.poll_interval_s,
+            sweep_interval_s=settings.device_sweep_interval_s,
         )
         self.metrics_sources.append(monitor.metrics.render)
         hints.on(HINT_EVENTS, monitor.wake)

@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     watchdog_page_after_s: float = Field(default=10.0, ge=0, le=600)
     # More distinct clients than this whose records one person opened with a reason (no alert of theirs
     # concerned them) within an hour is flagged on the audit page and paged to the supervisors (0: never).
+    # How often the monitor looks for silent devices and low batteries (a device is silent after twice its
+    # heartbeat interval; a sweep finds it within this much more).
+    device_sweep_interval_s: float = Field(default=10.0, gt=0, le=300)
     insider_threshold: int = Field(default=20, ge=0, le=10_000)
     # Video calls: STUN/TURN servers for browsers and devices, as JSON RTCIceServer objects, e.g.
     # [{"urls": ["turn:turn.example.org:3478"]}]. Empty (the default): host candidates only, which suits a

@@ -68,6 +68,8 @@ class Station:
             "CAREALARM_HTTP_PORT": str(self.http_port),
             "CAREALARM_DATABASE_URL": database_url,
             "CAREALARM_POLL_INTERVAL_S": "1.0",
+            # Sweeps every 2 s: a silent device or a flapping battery alert shows within seconds.
+            "CAREALARM_DEVICE_SWEEP_INTERVAL_S": "2",
             "CAREALARM_GATEWAY_NAME": self.gateway_name,
         }
         if mqtt is None:

@@ -256,8 +256,8 @@ def test_a_decline_before_the_nurse_socket_is_heard_while_the_end_is_being_store
         write_row(*args)
 
     hub._write_row = slow_write_row  # type: ignore[method-assign]
+    release.set()  # the ring's own rows are written at once
     call = _start(world)
-    release.set()  # the ring's own row is written at once
     token = world.last_ring()["token"]
     release.clear()
     try:
