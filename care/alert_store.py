@@ -24,7 +24,7 @@ from storage.models import (
     Policy as PolicyRow,
 )
 
-from .alerts import Action, AlertState, IllegalTransition, transition
+from .alerts import Action, AlertState, IllegalTransition, may_undo, transition
 from .errors import CareError
 from .lifecycles import NOTIFICATION, NotificationEvent, StepAction
 from .policy import Policy, merge_policy
@@ -42,14 +42,17 @@ __all__ = [
     "AlertConflict",
     "AlertNotFound",
     "PolicyBook",
+    "UndoRefused",
     "active_window",
     "add_note",
     "apply_action",
     "assign",
     "open_alert",
     "policy_for",
+    "resolve_alert",
     "resolve_device_alerts",
     "resolve_key",
+    "undo_resolve",
 ]
 
 
@@ -59,6 +62,15 @@ class AlertNotFound(CareError, LookupError):
 
 class AlertConflict(CareError, RuntimeError):
     """The alert kept changing under us; the caller may retry."""
+
+
+class UndoRefused(IllegalTransition):
+    """A resolve that may not be undone (another nurse's, or too late): a conflict, like any refused move."""
+
+    def __init__(self, why: str) -> None:
+        CareError.__init__(self, f"cannot undo: {why}")
+        self.state = AlertState.RESOLVED
+        self.action = Action.UNDO
 
 
 def policy_for(session: Session, client_id: int | None) -> Policy:
@@ -275,6 +287,8 @@ def apply_action(
             values |= {"acknowledged_ms": now_ms, "acknowledged_by": actor_id}
             if alert.kind == "alarm":
                 values["open_key"] = None  # a press after someone took the alarm is news again
+        elif action is Action.UNDO:
+            values |= _undo_values(alert, actor_id, now_ms)
         else:
             values |= {"resolved_ms": now_ms, "resolved_by": actor_id, "outcome": outcome, "open_key": None}
         result = session.execute(
@@ -285,14 +299,48 @@ def apply_action(
         )
         if result.rowcount == 1:  # type: ignore[attr-defined]
             _cancel_pending(session, alert_id, now_ms)
-            session.add(
-                AlertChange(alert_id=alert_id, at_ms=now_ms, change=new_state.value, actor_id=actor_id)
-            )
+            change = "undone" if action is Action.UNDO else new_state.value
+            session.add(AlertChange(alert_id=alert_id, at_ms=now_ms, change=change, actor_id=actor_id))
             session.flush()
             refreshed = session.get(Alert, alert_id, populate_existing=True)
             assert refreshed is not None
             return refreshed
     raise AlertConflict(f"alert {alert_id} changed too often to apply {action.value}")
+
+
+def _undo_values(alert: Alert, actor_id: int | None, now_ms: int) -> dict[str, object]:
+    """An undone resolve: back in progress with the nurse who closed it (she took it when she closed it, if
+    nobody had); the outcome is cleared, the open key stays free (a new press is news)."""
+    if actor_id is None:
+        raise UndoRefused("no nurse undoes it")
+    why = may_undo(alert.resolved_ms, alert.resolved_by, actor_id, now_ms)
+    if why is not None:
+        raise UndoRefused(why)
+    values: dict[str, object] = {"resolved_ms": None, "resolved_by": None, "outcome": None}
+    if alert.acknowledged_ms is None:
+        values |= {"acknowledged_ms": alert.resolved_ms, "acknowledged_by": actor_id}
+    return values
+
+
+def resolve_alert(
+    session: Session, *, alert_id: int, actor_id: int, now_ms: int, outcome: str, note: str
+) -> Alert:
+    """A nurse closes an alert with its outcome and her closing note (one transaction: no close without
+    its note). The note is an ordinary alert note, shown on the timeline and the handover."""
+    if not note.strip():
+        raise ValueError("a closing note is required")
+    alert = apply_action(
+        session, alert_id=alert_id, action=Action.RESOLVE, actor_id=actor_id, now_ms=now_ms, outcome=outcome
+    )
+    session.add(AlertNote(alert_id=alert_id, user_id=actor_id, at_ms=now_ms, text=note.strip()))
+    session.flush()
+    return alert
+
+
+def undo_resolve(session: Session, *, alert_id: int, actor_id: int, now_ms: int) -> Alert:
+    """Take a resolve back (UndoRefused: not hers, or too late; IllegalTransition: not resolved): the alert
+    is in progress again, its closing note stays on the record."""
+    return apply_action(session, alert_id=alert_id, action=Action.UNDO, actor_id=actor_id, now_ms=now_ms)
 
 
 def assign(session: Session, *, alert_id: int, user_id: int | None, actor_id: int, now_ms: int) -> Alert:

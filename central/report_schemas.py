@@ -40,10 +40,19 @@ class AnswerTimeRow(BaseModel):
     p90_s: float | None
 
 
+class OutcomeCount(BaseModel):
+    """Closed alarms opened on ``day`` with ``outcome`` (central.report_outcomes)."""
+
+    day: str
+    outcome: str
+    alarms: int
+
+
 class AnswerTimesReport(_Span):
     targets: Targets
     days: list[AnswerTimeRow]
     nurses: list[AnswerTimeRow]
+    outcomes: list[OutcomeCount]
 
 
 class AdherenceRow(BaseModel):

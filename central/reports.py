@@ -28,6 +28,7 @@ from .auth import SignedInUser
 from .deps import AuditedSession, Ctx, require
 from .errors import NotFound, Unprocessable
 from .ids import MAX_ID
+from .report_outcomes import outcome_counts
 from .report_schemas import CSV, AdherenceReport, AnswerTimesReport, UptimeReport
 
 __all__ = ["router"]
@@ -139,7 +140,8 @@ def answer_times(
     ctx: Ctx, session: AuditedSession, user: ReportUser, span: Window, format: Format = "json"
 ) -> Any:
     """Alarms per day and per nurse: answered, unanswered, cancelled by the client, shares within 60 s and
-    180 s of all alarms to answer, median and p90 (seconds) of the answered ones."""
+    180 s of all alarms to answer, median and p90 (seconds) of the answered ones; and per day how many
+    closed alarms had each outcome (``outcomes``, JSON only)."""
     since_ms, until_ms, zone = span
     _audit(session, ctx, user, "answer-times", format, span)
     timings = [
@@ -196,6 +198,7 @@ def answer_times(
         "definitions": calc.DEFINITIONS["answer_times"],
         "days": [r for r in rows if r["nurse"] is None],
         "nurses": [r for r in rows if r["nurse"] is not None],
+        "outcomes": [asdict(r) for r in outcome_counts(timings, since_ms, until_ms, zone)],
     }
 
 

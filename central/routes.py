@@ -12,6 +12,7 @@ from fastapi import (
     Cookie,
     Depends,
     HTTPException,
+    Query,
     Request,
     Response,
     WebSocket,
@@ -21,8 +22,8 @@ from fastapi.responses import PlainTextResponse
 from pydantic import BaseModel, Field
 from sqlalchemy import select, text
 
-from care.alert_store import add_note, apply_action, assign
-from care.alerts import OUTCOMES, Action
+from care.alert_store import add_note, apply_action, assign, resolve_alert, undo_resolve
+from care.alerts import OUTCOMES, UNDO_WINDOW_MS, Action
 from care.visits import confirm_arrival, send_visit
 from storage.models import Alert, User
 
@@ -31,6 +32,7 @@ from .auth import COOKIE_NAME, SignedInUser, create_session, end_session, verify
 from .context import CentralContext
 from .deps import Ctx, CurrentUser, require, socket_user
 from .errors import Unprocessable
+from .handover import DEFAULT_HOURS, Handover, handover
 from .ids import BodyId, PathId
 from .schemas import (
     AlertNoteView,
@@ -61,7 +63,10 @@ class Credentials(BaseModel):
 
 
 class ResolveRequest(BaseModel):
-    outcome: str = Field(description=f"one of {sorted(OUTCOMES)}")
+    outcome: str = Field(description=f"one of {list(OUTCOMES)}")
+    note: str = Field(
+        min_length=1, max_length=2000, description="the closing note: what happened, what was done (required)"
+    )
 
 
 class NoteRequest(BaseModel):
@@ -168,10 +173,65 @@ def acknowledge(alert_id: PathId, ctx: Ctx, user: ConsoleUser) -> dict[str, Any]
 
 @router.post("/api/alerts/{alert_id}/resolve", response_model=AlertView, tags=["alerts"])
 def resolve(alert_id: PathId, body: ResolveRequest, ctx: Ctx, user: ConsoleUser) -> dict[str, Any]:
-    """Close an alert with its outcome."""
+    """Close an alert with its outcome and a closing note (409 when another nurse closed it first)."""
     if body.outcome not in OUTCOMES:
-        raise Unprocessable(f"outcome must be one of {sorted(OUTCOMES)}")
-    return _act(ctx, user, alert_id, Action.RESOLVE, body.outcome)
+        raise Unprocessable(f"outcome must be one of {list(OUTCOMES)}")
+    if not body.note.strip():
+        raise Unprocessable("a closing note is required: what happened, what was done")
+    with ctx.sessions.begin() as session:
+        now = ctx.clock_ms()
+        alert = resolve_alert(
+            session, alert_id=alert_id, actor_id=user.id, now_ms=now, outcome=body.outcome, note=body.note
+        )
+        audit.record(
+            session,
+            user,
+            "alert.resolve",
+            now_ms=now,
+            alert_id=alert_id,
+            client_id=alert.client_id,
+            detail=body.outcome,
+        )
+    ctx.notify_alerts()
+    with ctx.sessions() as session:
+        return alert_views(session, [alert_id])[0]
+
+
+@router.post("/api/alerts/{alert_id}/undo", response_model=AlertView, tags=["alerts"])
+def undo(alert_id: PathId, ctx: Ctx, user: ConsoleUser) -> dict[str, Any]:
+    """Take back one's own resolve within the undo window (UNDO_WINDOW_MS): the alert is in progress again.
+    409 for another nurse's resolve, after the window, or an alert that is not resolved."""
+    with ctx.sessions.begin() as session:
+        now = ctx.clock_ms()
+        alert = undo_resolve(session, alert_id=alert_id, actor_id=user.id, now_ms=now)
+        audit.record(session, user, "alert.undo", now_ms=now, alert_id=alert_id, client_id=alert.client_id)
+    ctx.notify_alerts()
+    with ctx.sessions() as session:
+        return alert_views(session, [alert_id])[0]
+
+
+@router.get("/api/handover", response_model=Handover, tags=["alerts"])
+def shift_handover(
+    ctx: Ctx,
+    user: ConsoleUser,
+    since_ms: Annotated[
+        int | None, Query(ge=0, description=f"from when (default: the last {DEFAULT_HOURS} h)")
+    ] = None,
+) -> dict[str, Any]:
+    """The shift's alerts for the handover: opened or closed since ``since_ms``, and every one still running,
+    with client, times, who, outcome and notes."""
+    until = ctx.clock_ms() + 1
+    since = since_ms if since_ms is not None else until - DEFAULT_HOURS * 3_600_000
+    with ctx.sessions.begin() as session:
+        alerts = handover(session, since, until)
+        audit.record(session, user, "alert.handover", now_ms=until - 1, **_shown(alerts))
+    return {
+        "since_ms": since,
+        "until_ms": until,
+        "undo_window_ms": UNDO_WINDOW_MS,
+        "outcomes": list(OUTCOMES),
+        "alerts": alerts,
+    }
 
 
 @router.post("/api/alerts/{alert_id}/notes", response_model=AlertNoteView, tags=["alerts"], status_code=201)

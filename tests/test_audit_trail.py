@@ -50,10 +50,12 @@ EXERCISED: dict[tuple[str, str], tuple[str, str, dict[str, Any], str, bool]] = {
     ("POST", "/api/alerts/{alert_id}/resolve"): (
         "care",
         OTHER,
-        {"json": {"outcome": "false_alarm"}},
+        {"json": {"outcome": "false_alarm", "note": "pressed by accident"}},
         "alert.resolve",
         True,
     ),
+    ("POST", "/api/alerts/{alert_id}/undo"): ("care", OTHER, {}, "alert.undo", True),
+    ("GET", "/api/handover"): ("care", OWN, {}, "alert.handover", False),
     ("POST", "/api/calls"): ("care", OWN, {"json": {"client_id": 0, "kind": "video"}}, "call.start", True),
     ("GET", "/api/calls/active"): ("care", OWN, {}, "call.list", False),
     ("GET", "/api/clients/{client_id}/video"): ("care", OWN, {}, "client.video", True),

@@ -100,8 +100,10 @@ def test_acknowledge_and_resolve(api: TestClient, sessions: SessionFactory) -> N
     )
     taken = api.post(f"/api/alerts/{alert_id}/acknowledge").json()
     assert (taken["state"], taken["acknowledged_by"]) == ("acknowledged", "Nurse")
-    done = api.post(f"/api/alerts/{alert_id}/resolve", json={"outcome": "talked_to_client"}).json()
-    assert (done["state"], done["outcome"]) == ("resolved", "talked_to_client")
+    done = api.post(
+        f"/api/alerts/{alert_id}/resolve", json={"outcome": "reassured", "note": "Talked to her; all well."}
+    ).json()
+    assert (done["state"], done["outcome"]) == ("resolved", "reassured")
     assert api.get("/api/alerts").json() == []
 
 
@@ -113,7 +115,7 @@ def test_bad_requests_get_clear_errors(api: TestClient, sessions: SessionFactory
     again = api.post(f"/api/alerts/{alert_id}/acknowledge")
     assert again.status_code == 409 and "acknowledged" in again.json()["detail"]
     assert api.post("/api/alerts/999999/acknowledge").status_code == 404
-    bad = api.post(f"/api/alerts/{alert_id}/resolve", json={"outcome": "shrug"})
+    bad = api.post(f"/api/alerts/{alert_id}/resolve", json={"outcome": "shrug", "note": "?"})
     assert bad.status_code == 422 and "outcome must be one of" in bad.json()["detail"]
     assert api.post(f"/api/alerts/{alert_id}/resolve", json={}).status_code == 422
 

@@ -167,10 +167,12 @@ def test_demo_alarm_reaches_the_console_and_is_acknowledged(browser: object, tmp
         assert page.evaluate("window.__noReload") is True
         page.screenshot(path=str(ARTIFACTS / "console-demo-live.png"))
 
-        # The first alarm is resolved with an outcome: it leaves the console.
+        # The first alarm is closed with an outcome and a closing note: it leaves the console.
         taken = _row(page, client_name, "progress")
-        taken.locator("select").select_option("talked_to_client")
-        taken.get_by_role("button", name="Resolve").click()
+        taken.get_by_role("button", name="Close alarm…").click()
+        page.get_by_label("Reassured — no help needed").check()
+        page.fill("#close-note", "Talked to the client through the unit; all well.")
+        page.click("#close-submit")
         _row(page, client_name, "progress").wait_for(state="detached", timeout=5_000)
     finally:
         page.close()

@@ -31,7 +31,7 @@ from care.lifecycles import (
 from storage.db import downgrade, make_engine, upgrade
 
 LIFECYCLES: list[tuple[Lifecycle[Any, Any], type[enum.StrEnum], type[enum.StrEnum], set[str]]] = [
-    (ALERT, AlertState, Action, {"resolved"}),
+    (ALERT, AlertState, Action, set()),  # resolved: only the resolving nurse's undo, within 30 s
     (STEP, StepState, StepEvent, {"done", "cancelled"}),
     (NOTIFICATION, NotificationState, NotificationEvent, {"sent", "failed", "cancelled"}),
     (DOSE, DoseState, DoseEvent, {"taken", "taken_late", "cancelled"}),

@@ -43,6 +43,8 @@ const T = (key, vars) => (window.carealarmI18n ? window.carealarmI18n.t(key, var
 
 // The one API wrapper (api.js): JSON in and out; a refusal rejects with its status and detail.
 const { api } = window.carealarmApi;
+// Closing an alarm (outcome + note dialog, undo, conflicts in the page) and the handover (closing.js).
+const closing = window.carealarmClosing;
 
 function showLogin(message) {
   $("console").hidden = true;
@@ -141,6 +143,7 @@ function connect() {
 function upsert(alert) {
   const known = state.alerts.get(alert.id);
   if (known && known.version > alert.version) return; // an older copy arrived late
+  closing.changed(alert);
   if (alert.state === "resolved") state.alerts.delete(alert.id);
   else state.alerts.set(alert.id, alert);
 }
@@ -285,7 +288,7 @@ function row(a, inProgress) {
   note.type = "button";
   note.className = "note-btn";
   note.textContent = T("Note");
-  note.addEventListener("click", (ev) => { ev.stopPropagation(); addNote(a.id); });
+  note.addEventListener("click", (ev) => { ev.stopPropagation(); closing.note(a); });
   tools.append(note);
   actions.append(tools, " ");
   if (!inProgress) {
@@ -295,16 +298,11 @@ function row(a, inProgress) {
     b.addEventListener("click", (ev) => { ev.stopPropagation(); acknowledge(a.id); });
     actions.append(b);
   } else {
-    const sel = document.createElement("select");
-    sel.setAttribute("aria-label", "Outcome");
-    for (const [v, label] of [["talked_to_client", "Talked to client"], ["nurse_sent", "Nurse sent"],
-      ["emergency_services", "Emergency services called"], ["false_alarm", "False alarm"], ["other", "Other"]]) {
-      const o = document.createElement("option"); o.value = v; o.textContent = T(label); sel.append(o);
-    }
     const b = document.createElement("button");
-    b.textContent = T("Resolve");
-    b.addEventListener("click", (ev) => { ev.stopPropagation(); resolve(a.id, sel.value); });
-    actions.append(sel, " ", b);
+    b.className = "resolve-btn";
+    b.textContent = T("Close alarm…");
+    b.addEventListener("click", (ev) => { ev.stopPropagation(); closing.resolve(a); });
+    actions.append(b);
   }
   return tr;
 }
@@ -340,21 +338,9 @@ function watchCalls() {
   ws.onclose = (ev) => { if (ev.code !== 4401 && !$("console").hidden) setTimeout(watchCalls, 2000); };
 }
 
-async function addNote(id) {
-  const text = window.prompt(T("Note for this alert (shown on the client's timeline):"));
-  if (!text || !text.trim()) return;
-  try { await api("POST", `/api/alerts/${id}/notes`, { text: text.trim() }); }
-  catch (e) { if (e.status === 401) showLogin(); else alert(`${T("Could not add the note")}: ${e.message}`); }
-}
-
 async function acknowledge(id) {
   try { upsert(await api("POST", `/api/alerts/${id}/acknowledge`)); render(); }
-  catch (e) { if (e.status === 401) showLogin(); else alert(`Could not acknowledge: ${e.message}`); }
-}
-
-async function resolve(id, outcome) {
-  try { upsert(await api("POST", `/api/alerts/${id}/resolve`, { outcome })); render(); }
-  catch (e) { if (e.status === 401) showLogin(); else alert(`Could not resolve: ${e.message}`); }
+  catch (e) { if (e.status === 401) showLogin(); else closing.problem(`${T("Could not acknowledge")}: ${e.message}`); }
 }
 
 function fmt(seconds) {
@@ -470,7 +456,7 @@ function renderWindows() {
 async function endWindow(id) {
   if (!window.confirm(T("End this maintenance window now? Alerts come through again from now on."))) return;
   try { await api("POST", `/api/windows/${id}/end`); }
-  catch (e) { if (e.status === 401) return showLogin(); alert(`${T("Could not end the window")}: ${e.message}`); }
+  catch (e) { if (e.status === 401) return showLogin(); closing.problem(`${T("Could not end the window")}: ${e.message}`); }
   await loadWindows();
 }
 
@@ -551,9 +537,8 @@ document.addEventListener("keydown", (ev) => {
     const a = state.alerts.get(state.selected);
     if (a && a.state === "open") acknowledge(a.id);
   } else if (ev.key === "r" && state.selected !== null) {
-    const tr = rows[idx];
-    const sel = tr && tr.querySelector("select");
-    if (sel) sel.focus();
+    const a = state.alerts.get(state.selected);
+    if (a && a.state === "acknowledged") { ev.preventDefault(); closing.resolve(a); }
   }
 });
 
@@ -578,6 +563,7 @@ $("sign-out").addEventListener("click", async () => {
 });
 
 setInterval(tick, 1000);
+closing.init({ shown: (a) => { upsert(a); render(); }, signedOut: () => showLogin() });
 
 if (window.carealarmI18n) {
   window.carealarmI18n.onChange(() => {
