@@ -52,12 +52,13 @@ from storage.registry import (
     rotate_device_password,
 )
 
+from .clients_cli import add_client_edit, add_contact_commands, run_clients_cli
 from .settings import Settings
 from .users_cli import add_user_commands, run_users
 
 __all__ = ["ADMIN_COMMANDS", "add_admin_commands", "run_admin"]
 
-ADMIN_COMMANDS = frozenset({"clients", "devices", "users", "broker-export", "policy", "windows"})
+ADMIN_COMMANDS = frozenset({"clients", "contacts", "devices", "users", "broker-export", "policy", "windows"})
 _DURATION = re.compile(r"(\d{1,6})([mhd])")
 _UNIT_MS = {"m": 60_000, "h": 3_600_000, "d": 86_400_000}
 
@@ -66,7 +67,15 @@ _Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
 
 def add_admin_commands(sub: _Commands) -> None:
     """Add the administration commands (ADMIN_COMMANDS) to the ``carealarm`` command line."""
-    for add in (_add_clients, _add_devices, _add_users, _add_policy, _add_windows, _add_broker_export):
+    for add in (
+        _add_clients,
+        add_contact_commands,
+        _add_devices,
+        _add_users,
+        _add_policy,
+        _add_windows,
+        _add_broker_export,
+    ):
         add(sub)
 
 
@@ -80,6 +89,7 @@ def _add_clients(sub: _Commands) -> None:
     c_add.add_argument("--name", required=True)
     c_add.add_argument("--address", default="")
     c_add.add_argument("--district", default="")
+    add_client_edit(c_sub)  # clients edit (carealarm.clients_cli)
 
 
 def _add_devices(sub: _Commands) -> None:
@@ -212,7 +222,9 @@ def run_admin(args: argparse.Namespace, settings: Settings) -> int:
         if args.command == "devices":
             return _devices(args, settings, sessions, now_ms)
         with sessions.begin() as session:
-            if args.command == "clients":
+            if args.command == "contacts" or (args.command == "clients" and args.action == "edit"):
+                run_clients_cli(session, args, now_ms)
+            elif args.command == "clients":
                 client = add_client(
                     session, name=args.name, address=args.address, district=args.district, now_ms=now_ms
                 )

@@ -52,6 +52,11 @@ ACTIONS: Final[dict[str, tuple[frozenset[str], str]]] = {
     # A care note is a clinical entry: written by care staff, not by the service's administrators.
     "client.note": (_CARE_STAFF, "add a care note"),
     "audit.read": (_OVERSIGHT, "read the audit log"),
+    # Keeping the record right (central.client_edit_api): whoever learns a new phone number or keyholder.
+    # District nurses edit their own district's clients only (the district rule).
+    "client.edit": (_EVERYONE, "edit a client's record"),
+    # Letting someone into a home is care work: nurses and supervisors, each reveal audited.
+    "client.key_safe": (_CARE_STAFF, "reveal a key-safe code"),
     # The care station's console (central.routes, central.calls): the queue and the live feed, taking,
     # resolving, assigning and noting alerts, sending visits, calling clients and taking their calls.
     "alert.answer": (CARE_STATION_ROLES, "answer alerts"),

@@ -14,24 +14,23 @@ from __future__ import annotations
 
 import csv
 import io
-import re
-import urllib.parse
 from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter, Depends, Header, HTTPException, Path, Query, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import and_, exists, false, or_, select
+from sqlalchemy import and_, false, select
 from sqlalchemy.orm import Session
 
 from storage.models import Alert, Client, Contact, Device, MedicationDose
 from storage.records_models import ClientNote
 
-from . import audit
-from .access import CARE_STATION_ROLES, confined_to, in_scope
+from . import audit, client_edit_api
+from .access import confined_to
 from .auth import SignedInUser
-from .context import CentralContext
+from .client_edit import client_fields, contact_view
+from .client_gate import ClientId, ReasonHeader, ReasonQuery, given_reason, open_record
 from .deps import Ctx, require
-from .errors import NotFound, Unprocessable
+from .errors import Unprocessable
 from .ids import MAX_ID
 from .schemas import AuditPage, ClientNoteView, ClientPage, ClientRecord, ClientSearch, TimelinePage
 from .timeline import Cursor, client_timeline
@@ -40,29 +39,10 @@ from .views import alert_views
 __all__ = ["router"]
 
 router = APIRouter(tags=["clients"])
+router.include_router(client_edit_api.router)  # editing the record, its key safe and its contacts
 
 # A CSV export holds at most this many rows (newest first); older ones: export again with before_id.
 AUDIT_CSV_ROWS: Final = 10_000
-REASON_MIN: Final = 5
-REASON_MAX: Final = 500
-
-ClientId = Annotated[int, Path(ge=1, le=MAX_ID, description="the client's opaque id")]
-ReasonQuery = Annotated[
-    str | None,
-    Query(
-        min_length=REASON_MIN,
-        max_length=REASON_MAX,
-        description="why you open a record no alert of yours concerns (else 428)",
-    ),
-]
-ReasonHeader = Annotated[
-    str | None,
-    Header(
-        alias="X-Access-Reason",
-        max_length=3 * REASON_MAX,
-        description="the reason, percent-encoded UTF-8: keeps it out of URLs and access logs",
-    ),
-]
 AUDIT_CSV: Final[dict[int | str, dict[str, Any]]] = {
     200: {"content": {"text/csv": {"schema": {"type": "string"}}}, "description": "with format=csv"}
 }
@@ -132,97 +112,6 @@ def search_clients(body: SearchRequest, ctx: Ctx, user: ListUser) -> dict[str, A
         return {"items": [_summary(c) for c in rows]}
 
 
-def _reason(query: str | None, header: str | None) -> str | None:
-    """The reason given, from the query or the (percent-encoded) header; 422 when too short or long."""
-    text = query if query is not None else (urllib.parse.unquote(header) if header is not None else None)
-    if text is None:
-        return None
-    text = text.strip()
-    if not REASON_MIN <= len(text) <= REASON_MAX:
-        raise Unprocessable(f"a reason is {REASON_MIN} to {REASON_MAX} characters")
-    return text
-
-
-def concerns_user(session: Session, user: SignedInUser, client_id: int) -> bool:
-    """Whether an alert of the user's concerns the client, so no reason is needed to open the record.
-
-    Theirs: not resolved and acknowledged by or assigned to them. At the care station, any alert still open
-    (unanswered) for the client concerns every nurse on duty too.
-    """
-    active = (Alert.client_id == client_id) & (Alert.state != "resolved")
-    mine = or_(Alert.acknowledged_by == user.id, Alert.assigned_to == user.id)
-    if session.scalar(select(exists().where(active, mine))):
-        return True
-    if user.role in CARE_STATION_ROLES:
-        return bool(
-            session.scalar(select(exists().where(Alert.client_id == client_id, Alert.state == "open")))
-        )
-    return False
-
-
-def _gate(
-    session: Session, user: SignedInUser, client_id: int, reason: str | None
-) -> tuple[Client, tuple[int, str] | None]:
-    """The client (404 if none) and, when access is refused, the (status, detail) to answer with."""
-    client = session.get(Client, client_id)
-    if client is None:
-        raise NotFound(f"no client {client_id}")
-    if not in_scope(user.role, user.district, client.district):
-        return client, (403, f"client {client_id} is outside your district")
-    if reason is None and not concerns_user(session, user, client_id):
-        return client, (
-            428,
-            "a reason is needed: no alert of yours concerns this client; "
-            f"give it as ?reason= or the X-Access-Reason header ({REASON_MIN}+ characters)",
-        )
-    return client, None
-
-
-def _open(
-    ctx: CentralContext,
-    user: SignedInUser,
-    client_id: int,
-    reason: str | None,
-    action: str,
-    work: Any,
-    detail: str = "",
-) -> Any:
-    """Gate, do ``work(session, client)`` and audit it, in one transaction; audit a refusal, then raise."""
-    with ctx.sessions.begin() as session:
-        client, refused = _gate(session, user, client_id, reason)
-        now = ctx.clock_ms()
-        if refused is not None:
-            audit.record(
-                session, user, f"{action}.refused", now_ms=now, client_id=client_id, detail=refused[1][:80]
-            )
-            result = None
-        else:
-            result = work(session, client)
-            audit.record(session, user, action, now_ms=now, client_id=client_id, reason=reason, detail=detail)
-    if refused is not None:
-        raise HTTPException(status_code=refused[0], detail=refused[1])
-    return result
-
-
-_PHONE_CHARS = re.compile(r"[^0-9+]")
-# Who is called first when something is wrong comes first on the record.
-_CONTACT_ORDER: Final = {"informal_carer": 0, "family": 1, "gp": 2, "pharmacy": 3}
-
-
-def _contact(c: Contact) -> dict[str, Any]:
-    tel = _PHONE_CHARS.sub("", c.phone) if c.phone else ""
-    return {
-        "id": c.id,
-        "name": c.name,
-        "relation": c.relation,
-        "phone": c.phone,
-        "email": c.email,
-        "tel": f"tel:{tel}" if tel else None,
-        "mailto": f"mailto:{urllib.parse.quote(c.email, safe='@.+-_')}" if c.email else None,
-        "notify_missed_dose": c.notify_missed_dose,
-    }
-
-
 def _device(d: Device) -> dict[str, Any]:
     return {
         "id": d.id,
@@ -243,22 +132,20 @@ def _record(session: Session, client: Client) -> dict[str, Any]:
         .where(MedicationDose.client_id == client.id)
         .order_by(MedicationDose.at, MedicationDose.dose_id)
     ).all()
-    contacts = sorted(
-        session.scalars(select(Contact).where(Contact.client_id == client.id)),
-        key=lambda c: (_CONTACT_ORDER.get(c.relation, len(_CONTACT_ORDER)), c.id),
+    contacts = session.scalars(
+        select(Contact).where(Contact.client_id == client.id).order_by(Contact.position, Contact.id)
     )
     open_ids = list(
         session.scalars(select(Alert.id).where(Alert.client_id == client.id, Alert.state != "resolved"))
     )
     return {
         **_summary(client),
-        "access_notes": client.access_notes,
-        "care_notes": client.care_notes,
+        **client_fields(client),
         "devices": [_device(d) for d in devices],
         "schedule": [
             {"dose_id": d.dose_id, "at": d.at, "label": d.label, "device_id": d.device_id} for d in doses
         ],
-        "contacts": [_contact(c) for c in contacts],
+        "contacts": [contact_view(c) for c in contacts],
         "open_alerts": alert_views(session, open_ids) if open_ids else [],
     }
 
@@ -272,8 +159,8 @@ def read_client(
     x_access_reason: ReasonHeader = None,
 ) -> dict[str, Any]:
     """Who and where (with access instructions), devices, medication schedule, contacts, open alerts."""
-    given = _reason(reason, x_access_reason)
-    result: dict[str, Any] = _open(ctx, user, client_id, given, "client.read", _record)
+    given = given_reason(reason, x_access_reason)
+    result: dict[str, Any] = open_record(ctx, user, client_id, given, "client.read", _record)
     return result
 
 
@@ -289,7 +176,7 @@ def read_timeline(
 ) -> dict[str, Any]:
     """Alarms and alerts, doses, calls, notes, visits, maintenance windows and what they held back, in one
     list, newest first; pages by ``before``."""
-    given = _reason(reason, x_access_reason)
+    given = given_reason(reason, x_access_reason)
     cursor = Cursor.parse(before) if before is not None else None  # a bad one: BadCursor, 422
     now = ctx.clock_ms()
 
@@ -297,7 +184,7 @@ def read_timeline(
         items, next_before = client_timeline(session, client.id, before=cursor, limit=limit, now_ms=now)
         return {"items": items, "next_before": next_before}
 
-    result: dict[str, Any] = _open(
+    result: dict[str, Any] = open_record(
         ctx, user, client_id, given, "client.timeline", work, detail=f"before={before or ''}"
     )
     return result
@@ -313,7 +200,7 @@ def add_client_note(
     x_access_reason: ReasonHeader = None,
 ) -> dict[str, Any]:
     """Write a care note on the client's timeline."""
-    given = _reason(reason, x_access_reason)
+    given = given_reason(reason, x_access_reason)
     text = body.text.strip()
     if not text:
         raise Unprocessable("a note needs some text")
@@ -331,7 +218,7 @@ def add_client_note(
             "by": user.display_name,
         }
 
-    result: dict[str, Any] = _open(ctx, user, client_id, given, "client.note", work)
+    result: dict[str, Any] = open_record(ctx, user, client_id, given, "client.note", work)
     return result
 
 

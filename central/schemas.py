@@ -7,11 +7,20 @@ timeline entries) stay open (``dict[str, Any]``): their kinds are documented whe
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from .ids import MAX_ID
 
 __all__ = [
+    "ClientFieldsChanged",
+    "ClientFieldsEdit",
+    "ContactIn",
+    "ContactList",
+    "ContactViews",
+    "KeySafeCode",
     "AlertNoteView",
     "AlertView",
     "AuditPage",
@@ -181,6 +190,8 @@ class ContactView(BaseModel):
     tel: str | None
     mailto: str | None
     notify_missed_dose: bool
+    keyholder: bool
+    reachable: str
 
 
 class ClientRecord(ClientSummary):
@@ -188,6 +199,16 @@ class ClientRecord(ClientSummary):
 
     access_notes: str
     care_notes: str
+    phone: str
+    birth_date: str
+    language: str
+    gp: str
+    pharmacy: str
+    conditions: str
+    allergies: str
+    mobility: str
+    pets: str
+    key_safe_set: bool = Field(description="whether a key-safe code is on file (the code is revealed apart)")
     devices: list[DeviceStatus]
     schedule: list[ScheduledDose]
     contacts: list[ContactView]
@@ -337,3 +358,69 @@ class VideoCallee(BaseModel):
     client_name: str
     device_id: str
     consent: ConsentView
+
+
+# -- editing the client record (central.client_edit_api) ------------------------------------------------
+
+ContactRelation = Literal["informal_carer", "family", "neighbour", "gp", "pharmacy", "other"]
+_PHONE = r"^[0-9+()\- ]{0,50}$"
+
+
+class ClientFieldsEdit(BaseModel):
+    """The fields to change (the others are left as they are); "" empties one."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    phone: str | None = Field(default=None, pattern=_PHONE)
+    birth_date: str | None = Field(default=None, pattern=r"^(\d{4}-\d{2}-\d{2})?$", description="YYYY-MM-DD")
+    language: str | None = Field(default=None, max_length=50)
+    gp: str | None = Field(default=None, max_length=300, description="GP's name and phone")
+    pharmacy: str | None = Field(default=None, max_length=300)
+    conditions: str | None = Field(default=None, max_length=2000)
+    allergies: str | None = Field(default=None, max_length=2000)
+    mobility: str | None = Field(default=None, max_length=500)
+    pets: str | None = Field(default=None, max_length=300)
+    access_notes: str | None = Field(default=None, max_length=500, description="how to get in")
+    key_safe_code: str | None = Field(default=None, max_length=50, description="write-only: never read back")
+    care_notes: str | None = Field(default=None, max_length=5000)
+
+    @field_validator("birth_date")
+    @classmethod
+    def _a_real_date(cls, value: str | None) -> str | None:
+        if value:
+            date.fromisoformat(value)  # a ValueError is a 422
+        return value
+
+
+class ClientFieldsChanged(BaseModel):
+    changed: list[str] = Field(description="the names of the fields that changed (never their values)")
+    key_safe_set: bool
+
+
+class KeySafeCode(BaseModel):
+    code: str = Field(description='the key-safe code ("" when none is set)')
+
+
+class ContactIn(BaseModel):
+    """One contact person; ``id`` names an existing one in a whole-list update."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: int | None = Field(default=None, ge=1, le=MAX_ID)
+    name: str = Field(min_length=1, max_length=200)
+    relation: ContactRelation = "family"
+    phone: str = Field(default="", pattern=_PHONE)
+    email: str = Field(default="", max_length=200)
+    keyholder: bool = False
+    reachable: str = Field(default="", max_length=200, description='when reachable: "weekdays after 17:00"')
+    notify_missed_dose: bool = False
+
+
+class ContactList(BaseModel):
+    """The whole ordered list: first called first. Missing ids are removed, items without one added."""
+
+    items: list[ContactIn] = Field(max_length=30)
+
+
+class ContactViews(BaseModel):
+    items: list[ContactView]

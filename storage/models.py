@@ -64,6 +64,18 @@ class Client(Base):
     created_ms: Mapped[int] = mapped_column(BigInteger)
     access_notes: Mapped[str] = mapped_column(String(500), default="", server_default="")  # key safe etc.
     care_notes: Mapped[str] = mapped_column(Text, default="", server_default="")
+    # The record a nurse reads before she calls (migration 0011); "" when not known.
+    phone: Mapped[str] = mapped_column(String(50), default="", server_default="")
+    birth_date: Mapped[str] = mapped_column(String(10), default="", server_default="")  # YYYY-MM-DD
+    language: Mapped[str] = mapped_column(String(50), default="", server_default="")
+    gp: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    pharmacy: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    conditions: Mapped[str] = mapped_column(Text, default="", server_default="")
+    allergies: Mapped[str] = mapped_column(Text, default="", server_default="")
+    mobility: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    pets: Mapped[str] = mapped_column(String(300), default="", server_default="")
+    # Never in a read: revealed by its own audited request (central.client_edit_api).
+    key_safe_code: Mapped[str] = mapped_column(String(50), default="", server_default="")
     # The service's own test client (the end-to-end probe's device): never shown, listed or reported.
     system: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
 
@@ -415,6 +427,10 @@ class Contact(Base):
     phone: Mapped[str | None] = mapped_column(String(50), nullable=True)
     email: Mapped[str | None] = mapped_column(String(200), nullable=True)
     notify_missed_dose: Mapped[bool] = mapped_column(default=False)
+    # Who is called first comes first (migration 0011): the list's order, set by the nurse.
+    position: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    keyholder: Mapped[bool] = mapped_column(default=False, server_default=text("false"))
+    reachable: Mapped[str] = mapped_column(String(200), default="", server_default="")  # "weekdays after 17"
 
 
 class Visit(Base):

@@ -9,7 +9,9 @@ const i18n = window.carealarmI18n;
 const t = i18n.t;
 const { ApiError } = window.carealarmApi;
 const KINDS = { alarm_button: "Alarm pendant", dispenser: "Medication dispenser", video: "Video device" };
-const RELATIONS = { informal_carer: "informal carer", gp: "GP", pharmacy: "pharmacy", family: "family", other: "other" };
+const RELATIONS = { informal_carer: "informal carer", family: "family", neighbour: "neighbour", gp: "GP", pharmacy: "pharmacy", other: "other" };
+// The record's fields shown under "Who and where" (the edit form, client-edit.js, has one input each).
+const DETAILS = [["phone", "Phone"], ["birth_date", "Date of birth"], ["language", "Language"], ["gp", "Family doctor (GP)"], ["pharmacy", "Pharmacy"], ["conditions", "Conditions"], ["allergies", "Allergies"], ["mobility", "Mobility"], ["pets", "Pets"]];
 const ALERT_KINDS = { alarm: "Alarm", missed_dose: "Missed dose", offline: "Device offline", battery_low: "Battery low", stock_low: "Dispenser nearly empty", visit_overdue: "Visit overdue", dispense_error: "Dispenser error", tamper: "Dispenser opened or tampered with", power: "Power lost", device_fault: "Device fault" };
 const STATES = { open: "open", acknowledged: "in progress", resolved: "resolved" };
 const OUTCOMES = { false_alarm: "false alarm", talked_to_client: "talked to the client", nurse_sent: "nurse sent", emergency_services: "emergency services", cancelled_by_client: "cancelled by the client", other: "other", back_online: "back online", power_restored: "power restored", battery_ok: "battery ok", dose_taken_late: "dose taken late", nurse_arrived: "nurse arrived" };
@@ -136,6 +138,7 @@ function renderRecord(r) {
   $("c-district").textContent = r.district || NONE;
   $("c-access").textContent = r.access_notes || NONE;
   $("c-care").textContent = r.care_notes || NONE;
+  renderDetails(r);
 
   const alerts = $("alerts");
   alerts.replaceChildren();
@@ -164,24 +167,60 @@ function renderRecord(r) {
   for (const dose of r.schedule) schedule.append(el("li", `${dose.at} — ${dose.label || dose.dose_id}`));
   if (!r.schedule.length) schedule.append(el("li", t("No medication schedule."), "muted"));
 
+  renderContacts(r.contacts);
+}
+
+// A phone number as a link for the desk phone (digits and + only in the tel: URL).
+function telLink(phone, text) {
+  const a = el("a", text || phone);
+  a.href = `tel:${phone.replace(/[^0-9+]/g, "")}`;
+  return a;
+}
+
+// "1936-11-05" as "5 November 1936" (noon UTC, so no time zone moves the day).
+function birthDate(iso) {
+  return new Intl.DateTimeFormat(i18n.lang === "nl" ? "nl-NL" : "en-GB", {
+    day: "numeric", month: "long", year: "numeric", timeZone: "UTC",
+  }).format(new Date(`${iso}T12:00:00Z`));
+}
+
+function renderDetails(r) {
+  const list = $("c-details");
+  list.replaceChildren();
+  for (const [name, label] of DETAILS) {
+    const value = el("dd", null, "pre");
+    value.dataset.field = name;
+    if (name === "phone" && r.phone) value.append(telLink(r.phone));
+    else if (name === "birth_date" && r.birth_date) value.textContent = birthDate(r.birth_date);
+    else value.textContent = r[name] || NONE;
+    list.append(el("dt", t(label)), value);
+  }
+  // The code itself is never in the record: only whether one is set; "Reveal code" asks for it.
+  $("c-key-safe").textContent = r.key_safe_set ? t("set") : t("not set");
+  $("key-reveal").hidden = !r.key_safe_set;
+  $("key-error").textContent = "";
+}
+
+function renderContacts(items) {
   const contacts = $("contacts");
   contacts.replaceChildren();
-  for (const c of r.contacts) {
+  for (const c of items) {
     const li = el("li");
-    li.append(el("strong", c.name), el("span", named(RELATIONS, c.relation), "rel"), el("br"));
-    if (c.tel) {
-      const a = el("a", `${t("Call")} ${c.phone}`);
-      a.href = c.tel;
-      li.append(a);
-    }
+    li.dataset.contactId = c.id;
+    li.append(el("strong", c.name), el("span", named(RELATIONS, c.relation), "rel"));
+    if (c.keyholder) li.append(el("span", t("Keyholder"), "badge keyholder"));
+    li.append(el("br"));
+    if (c.tel) li.append(telLink(c.phone, `${t("Call")} ${c.phone}`));
     if (c.mailto) {
       const a = el("a", `${t("E-mail")} ${c.email}`);
       a.href = c.mailto;
       li.append(a);
     }
+    if (c.reachable) li.append(el("div", `${t("Reachable")}: ${c.reachable}`, "muted small"));
+    if (c.notify_missed_dose) li.append(el("div", t("Gets missed-dose messages"), "muted small"));
     contacts.append(li);
   }
-  if (!r.contacts.length) contacts.append(el("li", t("No contact persons."), "muted"));
+  if (!items.length) contacts.append(el("li", t("No contact persons."), "muted"));
 }
 
 function describe(e) {
