@@ -45,11 +45,14 @@ const T = (key, vars) => (window.carealarmI18n ? window.carealarmI18n.t(key, var
 const { api } = window.carealarmApi;
 // Closing an alarm (outcome + note dialog, undo, conflicts in the page) and the handover (closing.js).
 const closing = window.carealarmClosing;
+// Sounds, reminders, mute, desktop notifications and screen-reader announcements (sound.js).
+const sound = window.carealarmSound;
 
 function showLogin(message) {
   $("console").hidden = true;
   $("who").hidden = true;
   $("login").hidden = false;
+  sound.stop();
   $("login-error").textContent = message || "";
   setConn(false, "signed out");
   $("username").focus();
@@ -61,8 +64,7 @@ function showConsole(user) {
   $("console").hidden = false;
   $("who").hidden = false;
   $("who-name").textContent = `${user.display_name} (${user.role.replace("_", " ")})`;
-  audioContext();
-  soundState();
+  sound.start();
   connect();
   watchCalls();
 }
@@ -171,8 +173,8 @@ function render() {
   $("count-open").textContent = open.length;
   $("count-progress").textContent = progress.length;
   document.title = open.length ? `(${open.length}) carealarm console` : "carealarm console";
-  const alarms = open.filter((a) => a.priority === 1 && news.has(a.id));
-  if (alarms.length) beep(alarms.some((a) => state.seen.has(a.id)) ? "raised again" : "new alarm");
+  // Sound, reminders, screen readers and the desktop (sound.js): what is open, what is news, seen before.
+  sound.queue(open, open.filter((a) => news.has(a.id)), (a) => state.seen.has(a.id), state.clockOffset);
   for (const a of all) state.seen.set(a.id, { count: a.count, last: a.last_event_ms });
   if (state.selected !== null && !state.alerts.has(state.selected)) state.selected = null;
   highlight();
@@ -333,7 +335,7 @@ function watchCalls() {
       return div;
     }));
     box.hidden = ringing.length === 0;
-    if (ringing.length) beep("call");
+    if (ringing.length) sound.call();
   };
   ws.onclose = (ev) => { if (ev.code !== 4401 && !$("console").hidden) setTimeout(watchCalls, 2000); };
 }
@@ -365,50 +367,6 @@ function tick() {
     setWindows(state.windows.filter((w) => w.ends_ms > now)
       .map((w) => (w.starts_ms <= now ? { ...w, state: "active" } : w)));
   }
-}
-
-// Every sound the console makes, counted where anyone (a test, a support engineer) can read it.
-window.carealarmSound = { played: 0, last: null, audible: null };
-let audio = null;
-
-// One audio context for the page. A browser keeps it suspended until the nurse has touched the page (a
-// console reloaded with a remembered sign-in): then a banner says the sound is off, and any click or key
-// turns it on.
-function audioContext() {
-  if (!audio) {
-    const Ctx = window.AudioContext || window.webkitAudioContext;
-    if (!Ctx) return null;
-    audio = new Ctx();
-    audio.onstatechange = soundState;
-  }
-  if (audio.state === "suspended") audio.resume().then(soundState, soundState);
-  return audio;
-}
-
-function soundState() {
-  const audible = Boolean(audio && audio.state === "running");
-  window.carealarmSound.audible = audible;
-  $("sound-off").hidden = audible || $("console").hidden;
-}
-
-function beep(why) {
-  window.carealarmSound.played += 1;
-  window.carealarmSound.last = why;
-  try {
-    const ctx = audioContext();
-    if (!ctx) return;
-    for (const [start, freq] of [[0, 880], [0.25, 660], [0.5, 880]]) {
-      const o = ctx.createOscillator(); const g = ctx.createGain();
-      o.frequency.value = freq; o.connect(g); g.connect(ctx.destination);
-      g.gain.setValueAtTime(0.2, ctx.currentTime + start);
-      o.start(ctx.currentTime + start); o.stop(ctx.currentTime + start + 0.2);
-    }
-  } catch (_) { /* no audio device: the counter and the flashing row remain */ }
-  soundState();
-}
-
-for (const type of ["click", "keydown"]) {
-  document.addEventListener(type, () => { if (!audio || audio.state !== "running") audioContext(); }, true);
 }
 
 // -- maintenance windows ----------------------------------------------------------------------------------
@@ -544,7 +502,7 @@ document.addEventListener("keydown", (ev) => {
 
 $("login-form").addEventListener("submit", async (ev) => {
   ev.preventDefault();
-  audioContext(); // signing in is a touch of the page: the browser lets the alarm sound from now on
+  sound.unlock(); // signing in is a touch of the page: the browser lets the alarm sound from now on
   try {
     const user = await api("POST", "/api/session", { username: $("username").value, password: $("password").value });
     $("password").value = "";

@@ -419,6 +419,17 @@
     "Dose taken late": "Dosis te laat ingenomen",
     "Nurse arrived": "Verpleegkundige aangekomen",
     "Device removed": "Apparaat verwijderd",
+    // -- console sound and attention (sound.js) --
+    "Mute sound": "Geluid dempen",
+    "Volume": "Volume",
+    "Muted": "Gedempt",
+    "Muted — alarm waiting": "Gedempt — alarm wacht",
+    "Turn on desktop alerts": "Bureaubladmeldingen aanzetten",
+    "Desktop alerts on": "Bureaubladmeldingen aan",
+    "Desktop alerts blocked": "Bureaubladmeldingen geblokkeerd",
+    "New alarm": "Nieuw alarm",
+    "New alarm: {what} — {client}": "Nieuw alarm: {what} — {client}",
+    "Alarm raised again: {what} — {client}": "Opnieuw alarm: {what} — {client}",
     // -- the client record's edit mode and key safe (client-edit.js) --
     "Edit record": "Dossier bewerken",
     "Edit the record": "Het dossier bewerken",
