@@ -21,7 +21,7 @@ from devices.simulator.fleet import load_fleet, save_fleet
 from messaging.accounts import BrokerAdminError, DynsecAccounts, verify_mosquitto_hash
 from messaging.mqtt import MqttConfig
 from storage.db import SessionFactory
-from storage.models import Client, Device
+from storage.models import Client, Contact, Device
 from storage.registry import add_client, add_device, add_user, broker_logins
 
 from .settings import Settings
@@ -49,6 +49,39 @@ _CLIENTS = (
     ("Dhr. H. (Henk) Mulder", "Wipstrikkerallee 88, Zwolle", "Zwolle-Oost", True),
     ("Mevr. A. (Aaltje) Bos", "Kamperpoort 5, Zwolle", "Zwolle-Centrum", False),
     ("Dhr. G. (Gerrit) Meijer", "Stadshagenallee 21, Zwolle", "Stadshagen", True),
+)
+
+
+# What the record says of the first clients, so the demo's record page, handling and key-safe reveal have
+# something to show (invented people; 06-1234xxxx numbers are not in use).
+_RECORDS: dict[int, dict[str, str]] = {
+    1: {
+        "phone": "038 123 4501",
+        "birth_date": "1936-11-05",
+        "language": "Nederlands",
+        "gp": "Huisartsenpraktijk Assendorp, 038 123 9900",
+        "pharmacy": "Apotheek Zwolle-Zuid",
+        "conditions": "Hartfalen, diabetes type 2",
+        "allergies": "Penicilline",
+        "mobility": "Rollator; valt soms 's nachts",
+        "access_notes": "Sleutelkluis links van de voordeur",
+        "key_safe_code": "4711",
+        "care_notes": "Slechthorend: spreek langzaam en duidelijk.",
+    },
+    2: {
+        "phone": "038 123 4502",
+        "birth_date": "1941-02-17",
+        "gp": "Huisarts Van Dijk, 038 123 9911",
+        "conditions": "COPD",
+        "pets": "Kat (Minoes)",
+        "access_notes": "Buurvrouw op nr. 38 heeft een sleutel",
+    },
+}
+# (client number, name, relation, phone, keyholder, when reachable, gets missed-dose messages)
+_CONTACTS = (
+    (1, "Els Jansen (dochter)", "informal_carer", "06 1234 0001", True, "werkdagen na 17:00, weekend", True),
+    (1, "Kees Jansen (zoon)", "family", "06 1234 0002", False, "altijd", False),
+    (2, "Mevr. Hoekstra (buurvrouw)", "other", "06 1234 0003", True, "overdag", False),
 )
 
 
@@ -126,6 +159,14 @@ def seed_demo(session: Session, fleet_file: Path, now_ms: int) -> DemoSeed:
         add_client(session, name=name, address=address, district=district, now_ms=now_ms)
         for name, address, district, _has_dispenser in _CLIENTS
     ]
+    for number, fields in _RECORDS.items():
+        for name, value in fields.items():
+            setattr(clients[number - 1], name, value)
+    for position, (number, name, relation, phone, keyholder, reachable, doses) in enumerate(_CONTACTS):
+        contact = Contact(client_id=clients[number - 1].id, name=name, relation=relation, phone=phone)
+        contact.position, contact.keyholder, contact.reachable = position, keyholder, reachable
+        contact.notify_missed_dose = doses
+        session.add(contact)
     creds = []
     for i, device_id, kind, label in _demo_devices():
         client = clients[i - 1]
