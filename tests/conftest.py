@@ -106,3 +106,27 @@ def system_broker() -> MqttConfig:
             f"SYSTEM BROKER NOT TESTED: nothing listens at {cfg.host}:{cfg.port} (CAREALARM_TEST_MQTT_URL)"
         )
     return cfg
+
+
+# `make test` runs the suite on two workers (pytest-xdist, ``--dist loadgroup``): each module stays on one
+# worker, so its module-scoped stations and browsers start once. The modules below share one worker and run
+# one after another: they use the system Mosquitto (a gateway there hears every device of the run, so two at
+# once would answer each other's devices), or measure timing (video frame rates, the chain's fault table)
+# that a second heavy scenario beside them would skew.
+_ONE_WORKER = frozenset(
+    {
+        "test_calls_e2e",
+        "test_chain_faults",
+        "test_e2e_console",
+        "test_gateway",
+        "test_gateway_faults",
+        "test_monitor_process",
+        "test_never_hide",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.stem
+        item.add_marker(pytest.mark.xdist_group("one-worker" if module in _ONE_WORKER else module))
