@@ -110,7 +110,7 @@ def _seed(sessions: SessionFactory) -> dict[str, int]:
             Contact(client_id=jansen.id, name="Huisartsenpraktijk Kok", relation="gp", phone="038 421 0000")
         )
         alert = Alert(
-            client_id=jansen.id, kind="alarm", priority=1, state="resolved", outcome="talked_to_client",
+            client_id=jansen.id, kind="alarm", priority=1, state="resolved", outcome="contact_attended",
             opened_ms=now - 90 * MIN, last_event_ms=now - 90 * MIN, acknowledged_ms=now - 90 * MIN + 38_000,
             resolved_ms=now - 80 * MIN, count=1, version=3,
         )  # fmt: skip
@@ -168,6 +168,8 @@ def test_nurse_opens_a_client_gives_a_reason_and_sees_the_timeline(browser: Any,
     assert page.get_attribute("#contacts a[href^='tel:']", "href") == "tel:0612345678"
     types = page.eval_on_selector_all("#timeline li", "els => els.map(e => e.dataset.type)")
     assert types == ["dose", "dose", "alert_note", "alert"]
+    # The outcome in words (the codes care stations report on, #14), not its code.
+    assert "contact attended" in page.inner_text("#timeline li[data-type=alert]")
     page.fill("#note-text", "Called back, all is well")
     page.click("#note-form button[type=submit]")
     page.wait_for_selector("#timeline li[data-type=client_note]")
