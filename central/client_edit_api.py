@@ -25,7 +25,7 @@ from .client_edit import (
     contacts_of,
     replace_contacts,
 )
-from .client_gate import ClientId, ReasonHeader, ReasonQuery, given_reason, open_record
+from .client_gate import ClientId, GivenReason, open_record
 from .deps import Ctx, require
 from .schemas import (
     ClientFieldsChanged,
@@ -52,11 +52,9 @@ def edit_client(
     body: ClientFieldsEdit,
     ctx: Ctx,
     user: EditUser,
-    reason: ReasonQuery = None,
-    x_access_reason: ReasonHeader = None,
+    given: GivenReason,
 ) -> dict[str, Any]:
     """Change the fields given (phone, GP, conditions, access, key-safe code …); audited by field name."""
-    given = given_reason(reason, x_access_reason)
     changes = body.model_dump(exclude_none=True)
 
     def work(_session: Session, client: Client) -> dict[str, Any]:
@@ -78,12 +76,10 @@ def reveal_key_safe(
     client_id: ClientId,
     ctx: Ctx,
     user: KeySafeUser,
+    given: GivenReason,
     response: Response,
-    reason: ReasonQuery = None,
-    x_access_reason: ReasonHeader = None,
 ) -> dict[str, str]:
     """The key-safe code, to let someone in; every reveal is an audit row (``client.key_safe.reveal``)."""
-    given = given_reason(reason, x_access_reason)
     response.headers["Cache-Control"] = "no-store"
 
     def work(_session: Session, client: Client) -> dict[str, str]:
@@ -105,11 +101,9 @@ def list_contacts(
     client_id: ClientId,
     ctx: Ctx,
     user: ReadUser,
-    reason: ReasonQuery = None,
-    x_access_reason: ReasonHeader = None,
+    given: GivenReason,
 ) -> dict[str, Any]:
     """The client's contact persons in the order they are called."""
-    given = given_reason(reason, x_access_reason)
 
     def work(session: Session, client: Client) -> dict[str, Any]:
         return {"items": [contact_view(c) for c in contacts_of(session, client.id)]}
@@ -131,11 +125,9 @@ def add_client_contact(
     body: ContactIn,
     ctx: Ctx,
     user: EditUser,
-    reason: ReasonQuery = None,
-    x_access_reason: ReasonHeader = None,
+    given: GivenReason,
 ) -> dict[str, Any]:
     """Add a contact person at the end of the list."""
-    given = given_reason(reason, x_access_reason)
 
     def work(session: Session, client: Client) -> dict[str, Any]:
         return contact_view(add_contact(session, client.id, body))
@@ -151,11 +143,9 @@ def replace_client_contacts(
     body: ContactList,
     ctx: Ctx,
     user: EditUser,
-    reason: ReasonQuery = None,
-    x_access_reason: ReasonHeader = None,
+    given: GivenReason,
 ) -> dict[str, Any]:
     """Set the whole ordered list: edit, reorder, add (no id) and remove (left out) in one request."""
-    given = given_reason(reason, x_access_reason)
     said: list[str] = []
 
     def work(session: Session, client: Client) -> dict[str, Any]:

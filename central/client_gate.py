@@ -1,6 +1,6 @@
 """Opening a client's record: the reason rule, in one place for every route that reads or changes it.
 
-A route about one client calls :func:`open_record` with the reason given (:func:`given_reason`): the client
+A route about one client calls :func:`open_record` with the reason given (``GivenReason``): the client
 is found (404), kept to the district (403) and, when no alert of the user concerns the client, a reason is
 needed (428); the work and its audit row share one transaction, and a refusal is audited as
 ``<action>.refused``.
@@ -12,7 +12,7 @@ import urllib.parse
 from collections.abc import Callable
 from typing import Annotated, Final, TypeVar
 
-from fastapi import Header, HTTPException, Path, Query
+from fastapi import Depends, Header, HTTPException, Path, Query
 from sqlalchemy import exists, or_, select
 from sqlalchemy.orm import Session
 
@@ -29,6 +29,7 @@ __all__ = [
     "REASON_MAX",
     "REASON_MIN",
     "ClientId",
+    "GivenReason",
     "ReasonHeader",
     "ReasonQuery",
     "concerns_user",
@@ -60,15 +61,20 @@ ReasonHeader = Annotated[
 ]
 
 
-def given_reason(query: str | None, header: str | None) -> str | None:
+def given_reason(reason: ReasonQuery = None, x_access_reason: ReasonHeader = None) -> str | None:
     """The reason given, from the query or the (percent-encoded) header; 422 when too short or long."""
-    text = query if query is not None else (urllib.parse.unquote(header) if header is not None else None)
+    header = urllib.parse.unquote(x_access_reason) if x_access_reason is not None else None
+    text = reason if reason is not None else header
     if text is None:
         return None
     text = text.strip()
     if not REASON_MIN <= len(text) <= REASON_MAX:
         raise Unprocessable(f"a reason is {REASON_MIN} to {REASON_MAX} characters")
     return text
+
+
+# A route's reason, read from ``?reason=`` or the ``X-Access-Reason`` header (None when neither was sent).
+GivenReason = Annotated[str | None, Depends(given_reason)]
 
 
 def concerns_user(session: Session, user: SignedInUser, client_id: int) -> bool:

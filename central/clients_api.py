@@ -28,7 +28,7 @@ from . import audit, client_edit_api
 from .access import confined_to
 from .auth import SignedInUser
 from .client_edit import client_fields, contact_view
-from .client_gate import ClientId, ReasonHeader, ReasonQuery, given_reason, open_record
+from .client_gate import ClientId, GivenReason, open_record
 from .deps import Ctx, require
 from .errors import Unprocessable
 from .ids import MAX_ID
@@ -155,11 +155,9 @@ def read_client(
     client_id: ClientId,
     ctx: Ctx,
     user: ReadUser,
-    reason: ReasonQuery = None,
-    x_access_reason: ReasonHeader = None,
+    given: GivenReason,
 ) -> dict[str, Any]:
     """Who and where (with access instructions), devices, medication schedule, contacts, open alerts."""
-    given = given_reason(reason, x_access_reason)
     result: dict[str, Any] = open_record(ctx, user, client_id, given, "client.read", _record)
     return result
 
@@ -169,14 +167,12 @@ def read_timeline(
     client_id: ClientId,
     ctx: Ctx,
     user: TimelineUser,
+    given: GivenReason,
     before: Annotated[str | None, Query(max_length=60, description="next_before of the page before")] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    reason: ReasonQuery = None,
-    x_access_reason: ReasonHeader = None,
 ) -> dict[str, Any]:
     """Alarms and alerts, doses, calls, notes, visits, maintenance windows and what they held back, in one
     list, newest first; pages by ``before``."""
-    given = given_reason(reason, x_access_reason)
     cursor = Cursor.parse(before) if before is not None else None  # a bad one: BadCursor, 422
     now = ctx.clock_ms()
 
@@ -196,11 +192,9 @@ def add_client_note(
     body: NoteRequest,
     ctx: Ctx,
     user: NoteUser,
-    reason: ReasonQuery = None,
-    x_access_reason: ReasonHeader = None,
+    given: GivenReason,
 ) -> dict[str, Any]:
     """Write a care note on the client's timeline."""
-    given = given_reason(reason, x_access_reason)
     text = body.text.strip()
     if not text:
         raise Unprocessable("a note needs some text")
