@@ -30,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
 import smtplib
 import ssl
 import threading
@@ -45,6 +46,8 @@ from typing import Protocol
 
 from .errors import CareError
 
+log = logging.getLogger(__name__)
+
 __all__ = [
     "SIGNATURE_TOLERANCE_S",
     "Channel",
@@ -54,6 +57,7 @@ __all__ = [
     "NotificationMessage",
     "WebhookChannel",
     "channels_from_settings",
+    "send_now",
     "sign_webhook",
     "verify_webhook_signature",
 ]
@@ -268,6 +272,27 @@ class FakeChannel:
                 self._failures -= 1
                 raise ChannelError(f"{self.name}: told to fail")
             self.sent.append(message)
+
+
+def send_now(channels: dict[str, Channel], emails: list[str], role: str, subject: str, body: str) -> int:
+    """Send one message now, outside the notifications table (for pages that must not wait on the database:
+    the chain watchdog, the insider watch): by e-mail to each address, and once to the webhook naming
+    ``role``. A failure is logged; returns how many went out."""
+    messages: list[tuple[Channel, NotificationMessage]] = []
+    if "email" in channels:
+        messages += [
+            (channels["email"], NotificationMessage(0, 0, 0, "email", e, subject, body)) for e in emails
+        ]
+    if "webhook" in channels:
+        messages.append((channels["webhook"], NotificationMessage(0, 0, 0, "webhook", role, subject, body)))
+    sent = 0
+    for channel, message in messages:
+        try:
+            channel.send(message)
+            sent += 1
+        except ChannelError as exc:
+            log.error("page to %s failed: %s", message.recipient, exc)
+    return sent
 
 
 class ChannelSettings(Protocol):

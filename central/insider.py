@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable
 from sqlalchemy import select
 from sqlalchemy.exc import SQLAlchemyError
 
-from care.channels import Channel, ChannelError, NotificationMessage
+from care.channels import Channel, send_now
 from care.roster import on_duty
 from storage.db import SessionFactory
 from storage.models import User
@@ -115,15 +115,4 @@ class InsiderWatch:
             "Each was opened with a reason and is in the audit log. Open the audit page, filter on the\n"
             "person, and judge whether it was care: nothing has been blocked.\n"
         )
-        messages: list[tuple[Channel, NotificationMessage]] = []
-        if "email" in self._channels:
-            email = self._channels["email"]
-            messages += [(email, NotificationMessage(0, 0, 0, "email", r, subject, body)) for r in recipients]
-        if "webhook" in self._channels:
-            hook = self._channels["webhook"]
-            messages.append((hook, NotificationMessage(0, 0, 0, "webhook", "supervisor", subject, body)))
-        for channel, message in messages:
-            try:
-                channel.send(message)
-            except ChannelError as exc:
-                log.error("insider watch: page to %s failed: %s", message.recipient, exc)
+        send_now(self._channels, recipients, "supervisor", subject, body)

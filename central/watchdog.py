@@ -33,7 +33,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from care.channels import Channel, ChannelError, NotificationMessage
+from care.channels import Channel, send_now
 from care.roster import on_duty
 from messaging.mqtt import MqttConfig, make_client
 from storage.db import SessionFactory
@@ -401,26 +401,6 @@ class Watchdog:
                 + "".join(f"- {p.text}\n" for p in health.problems)
                 + "\nFollow the manual fall-back procedure until you are told it is restored.\n"
             )
-        recipients = self._supervisors(now)
-        messages: list[tuple[Channel, NotificationMessage]] = []
-        if "email" in self._channels:
-            messages += [
-                (self._channels["email"], NotificationMessage(0, 0, 0, "email", r, subject, body))
-                for r in recipients
-            ]
-        if "webhook" in self._channels:
-            messages.append(
-                (
-                    self._channels["webhook"],
-                    NotificationMessage(0, 0, 0, "webhook", "supervisor", subject, body),
-                )
-            )
-        sent = 0
-        for channel, message in messages:
-            try:
-                channel.send(message)
-                sent += 1
-            except ChannelError as exc:
-                log.error("watchdog: page to %s failed: %s", message.recipient, exc)
+        sent = send_now(self._channels, self._supervisors(now), "supervisor", subject, body)
         log.warning("watchdog: %s paged to %d recipient(s)", "all-clear" if restored else "incident", sent)
         return sent
