@@ -401,6 +401,7 @@ def _watchdog(
     watchdog = Watchdog(
         sessions=sessions,
         publish=broadcaster.publish,
+        feed_ready=lambda: broadcaster.cursor is not None,
         probe=ProbeSender(mqtt) if settings.probe_interval_s > 0 else None,
         probe_interval_s=settings.probe_interval_s,
         probe_late_s=settings.probe_late_s,

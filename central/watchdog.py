@@ -116,6 +116,7 @@ class Watchdog:
         page_after_s: float = 10.0,
         expect: tuple[str, ...] = ("gateway", "monitor"),
         scope: str = "chain",
+        feed_ready: Callable[[], bool] = lambda: True,
     ) -> None:
         self._sessions = sessions
         self._publish = publish
@@ -127,6 +128,9 @@ class Watchdog:
         self._page_after_ms = int(page_after_s * 1000)
         self._expect = expect
         self._scope = scope  # "chain": the whole chain (central); "central": central itself (the monitor)
+        # A probe sent before the feed has read its starting position could be changed before that position,
+        # never shown on the feed, and judged lost: the first probe waits for the feed.
+        self._feed_ready = feed_ready
         self._started_ms = clock_ms()
         self._probe = _Probe(next_ms=self._started_ms)
         self._broken_since: int | None = None
@@ -275,7 +279,7 @@ class Watchdog:
 
     # -- the probe ----------------------------------------------------------------------------------------
     def _send_probe_if_due(self, now: int) -> None:
-        if self._sender is None or now < self._probe.next_ms:
+        if self._sender is None or now < self._probe.next_ms or not self._feed_ready():
             return
         self._probe.next_ms = now + self._probe_interval_ms
         msg_id = f"probe-{now}-{uuid.uuid4().hex[:6]}"
